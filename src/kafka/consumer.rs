@@ -1,0 +1,121 @@
+//! Consumers. Offsets are never auto-stored: a role stores an offset only after the work for
+//! that record is durable (delivered to Kafka, or committed to Postgres). librdkafka then
+//! commits the stored offsets in the background and on close.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use super::{KafkaError, KafkaSettings};
+
+/// A partition of a topic.
+pub type Partition = (String, i32);
+
+/// A change of this member's assignment, reported by the rebalance callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    Assigned(Vec<Partition>),
+    Revoked(Vec<Partition>),
+}
+
+/// Logs rebalances and queues them for the role's loop to act on.
+#[derive(Clone, Default)]
+pub struct RebalanceContext {
+    changes: Arc<Mutex<Vec<AssignmentChange>>>,
+}
+
+impl RebalanceContext {
+    /// The assignment changes since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<AssignmentChange> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn push(&self, change: AssignmentChange) {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(change);
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<Partition> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = partitions(list);
+            tracing::info!(partitions = ?revoked, "partitions revoked");
+            self.push(AssignmentChange::Revoked(revoked));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned = partitions(list);
+                tracing::info!(partitions = ?assigned, "partitions assigned");
+                self.push(AssignmentChange::Assigned(assigned));
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+pub type RecqConsumer = StreamConsumer<RebalanceContext>;
+
+/// A group member with manual offset storage and background commits of stored offsets.
+/// New groups start at the beginning of each partition.
+pub fn group_consumer(
+    settings: &KafkaSettings,
+    group: &str,
+    context: RebalanceContext,
+) -> Result<RecqConsumer, KafkaError> {
+    settings
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(context)
+        .map_err(KafkaError::Client)
+}
+
+/// A consumer outside any group, for reading partitions by explicit assignment
+/// (`recq verify`, rebuilds).
+pub fn reader(settings: &KafkaSettings) -> Result<StreamConsumer, KafkaError> {
+    settings
+        .client_config()
+        .set("group.id", "recq-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(KafkaError::Client)
+}
+
+/// Stores `next` as the position to commit for one partition.
+pub fn store(
+    consumer: &RecqConsumer,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Result<(), KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next))?;
+    consumer.store_offsets(&list).map_err(KafkaError::Client)
+}

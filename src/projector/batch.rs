@@ -1,0 +1,151 @@
+//! A projector batch: buffered records, and how they are applied in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::PgPool;
+
+use crate::db::{self, DbError};
+use crate::domain::fold::{self, Pending};
+use crate::domain::{JobEvent, JobId, JobRow, RecommendationsEvent, RecommendationsReady};
+use crate::kafka::consumer::Partition;
+use crate::kafka::next_offset;
+
+/// A decoded record of one of the projector's topics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Job(JobEvent),
+    Recommendations(RecommendationsEvent),
+}
+
+/// Records in arrival order. `None` marks a dead-lettered record: it changes no row but
+/// still moves its partition's position.
+#[derive(Debug, Default)]
+pub struct Batch {
+    records: Vec<(Partition, i64, Option<Event>)>,
+}
+
+/// What one batch does, computed without touching the database.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub jobs: BTreeMap<JobId, Pending<JobRow>>,
+    pub recommendations: BTreeMap<JobId, Pending<RecommendationsReady>>,
+    pub positions: BTreeMap<Partition, i64>,
+    /// Records skipped because the stored position was already past them.
+    pub already_applied: usize,
+}
+
+impl Batch {
+    pub fn push(&mut self, partition: Partition, offset: i64, event: Event) {
+        self.records.push((partition, offset, Some(event)));
+    }
+
+    pub fn skip(&mut self, partition: Partition, offset: i64) {
+        self.records.push((partition, offset, None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn partitions(&self) -> Vec<Partition> {
+        let set: BTreeSet<&Partition> = self.records.iter().map(|(p, _, _)| p).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// Plans the batch against the stored positions: records before a partition's stored
+    /// position were applied already (by this or another projector) and are dropped.
+    pub fn plan(&self, stored: &BTreeMap<Partition, i64>) -> Plan {
+        let mut plan = Plan {
+            positions: stored.clone(),
+            ..Plan::default()
+        };
+        let mut jobs = Vec::new();
+        let mut recommendations = Vec::new();
+        for (partition, offset, event) in &self.records {
+            let position = plan.positions.entry(partition.clone()).or_insert(0);
+            if *offset < *position {
+                plan.already_applied += 1;
+                continue;
+            }
+            *position = next_offset(*offset);
+            match event {
+                Some(Event::Job(e)) => jobs.push(e),
+                Some(Event::Recommendations(e)) => recommendations.push(e),
+                None => {}
+            }
+        }
+        plan.jobs = fold::coalesce_jobs(jobs);
+        plan.recommendations = fold::coalesce_recommendations(recommendations);
+        plan
+    }
+
+    /// Applies the batch: locks the positions, applies what is new, stores the positions,
+    /// commits. Returns the stored positions.
+    pub async fn apply(&self, pool: &PgPool) -> Result<BTreeMap<Partition, i64>, DbError> {
+        let mut tx = pool.begin().await?;
+        let stored = db::offsets::lock(&mut tx, &self.partitions()).await?;
+        let plan = self.plan(&stored);
+        if plan.already_applied > 0 {
+            tracing::info!(records = plan.already_applied, "skipped records applied before");
+        }
+        db::jobs::apply_jobs(&mut tx, &plan.jobs).await?;
+        db::jobs::apply_recommendations(&mut tx, &plan.recommendations).await?;
+        db::offsets::store(&mut tx, &plan.positions).await?;
+        tx.commit().await?;
+        tracing::debug!(records = self.records.len(), jobs = plan.jobs.len(), "batch applied");
+        Ok(plan.positions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{JobRun, now};
+    use crate::domain::{JobStatus, UserId};
+
+    fn partition(p: i32) -> Partition {
+        ("jobs".to_owned(), p)
+    }
+
+    #[test]
+    fn records_before_the_stored_position_are_not_applied_again() {
+        let run = JobRun {
+            job_id: JobId::new_random(),
+            user_id: UserId::new(1).unwrap(),
+            attempt: 1,
+            queued_at: now(),
+        };
+        let mut batch = Batch::default();
+        batch.push(partition(0), 10, Event::Job(JobEvent::Status(run.queued(now()))));
+        batch.push(partition(0), 11, Event::Job(JobEvent::Status(run.started(now()))));
+        batch.push(partition(0), 12, Event::Job(JobEvent::Tombstone(run.job_id)));
+        batch.skip(partition(1), 3);
+
+        let stored = BTreeMap::from([(partition(0), 12), (partition(1), 0)]);
+        let plan = batch.plan(&stored);
+        assert_eq!(plan.already_applied, 2);
+        assert_eq!(plan.positions[&partition(0)], 13);
+        assert_eq!(plan.positions[&partition(1)], 4);
+        let pending = &plan.jobs[&run.job_id];
+        assert!(pending.reset && pending.value.is_none());
+
+        let fresh = batch.plan(&BTreeMap::new());
+        assert_eq!(fresh.already_applied, 0);
+        let pending = &fresh.jobs[&run.job_id];
+        assert!(pending.reset && pending.value.is_none());
+        let without_tombstone = {
+            let mut b = Batch::default();
+            b.push(partition(0), 0, Event::Job(JobEvent::Status(run.started(now()))));
+            b.push(partition(0), 1, Event::Job(JobEvent::Status(run.queued(now()))));
+            b.plan(&BTreeMap::new())
+        };
+        assert_eq!(
+            without_tombstone.jobs[&run.job_id].value.as_ref().map(|r| r.status),
+            Some(JobStatus::Process)
+        );
+    }
+}

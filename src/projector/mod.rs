@@ -1,0 +1,274 @@
+//! The projector: jobs and recommendations events → Postgres.
+//!
+//! Invariant: rows and the stored position of every partition change in one transaction, and
+//! only events at or past the stored position are applied, so each event takes effect exactly
+//! once whatever crashes, redeliveries or rebalances happen. Kafka's committed offsets are only
+//! a hint for where to start fetching; the position stored in Postgres decides.
+
+mod batch;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, DbError};
+use crate::kafka::codec::{Codec, CodecError};
+use crate::kafka::consumer::{self, AssignmentChange, Partition, RebalanceContext, RecqConsumer};
+use crate::kafka::producer::Producer;
+use crate::kafka::{KafkaError, KafkaSettings, Topics, dlq};
+use crate::retry::Backoff;
+pub use batch::Batch;
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub group: String,
+    /// Flush when this many records are buffered...
+    pub batch_size: usize,
+    /// ...or when the oldest buffered record is this old.
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Runs until `cancel` fires; flushes what it buffered before returning.
+pub async fn run(
+    config: ProjectorConfig,
+    kafka: KafkaSettings,
+    topics: Topics,
+    pool: PgPool,
+    codec: Codec,
+    producer: Producer,
+    cancel: CancellationToken,
+) -> Result<(), ProjectorError> {
+    let context = RebalanceContext::default();
+    let consumer = consumer::group_consumer(&kafka, &config.group, context.clone())?;
+    consumer
+        .subscribe(&[&topics.jobs, &topics.recommendations])
+        .map_err(KafkaError::Client)?;
+    let mut projector = Projector {
+        consumer,
+        context,
+        topics,
+        pool,
+        codec,
+        producer,
+        positions: HashMap::new(),
+        batch: Batch::default(),
+        cancel: cancel.clone(),
+    };
+    tracing::info!(group = %config.group, "projector started");
+    let mut deadline = Instant::now() + config.flush_interval;
+    loop {
+        projector.handle_rebalances().await?;
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                projector.flush().await?;
+                deadline = Instant::now() + config.flush_interval;
+            }
+            received = projector.consumer.recv() => {
+                let message = match received {
+                    Ok(message) => message.detach(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                if projector.batch.is_empty() {
+                    deadline = Instant::now() + config.flush_interval;
+                }
+                projector.accept(message).await?;
+                if projector.batch.len() >= config.batch_size {
+                    projector.flush().await?;
+                    deadline = Instant::now() + config.flush_interval;
+                }
+            }
+        }
+    }
+    projector.flush().await?;
+    projector.commit();
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+struct Projector {
+    consumer: RecqConsumer,
+    context: RebalanceContext,
+    topics: Topics,
+    pool: PgPool,
+    codec: Codec,
+    producer: Producer,
+    /// Per assigned partition: the next record to accept is at or after this offset (gaps
+    /// come from compaction). Loaded from Postgres when a partition is first seen.
+    positions: HashMap<Partition, i64>,
+    batch: Batch,
+    cancel: CancellationToken,
+}
+
+impl Projector {
+    /// On revocation, flushes what is buffered (safe even if another member already took the
+    /// partition: the flush re-checks positions under a lock) and forgets the positions, which
+    /// are read again from Postgres when the partition comes back.
+    async fn handle_rebalances(&mut self) -> Result<(), ProjectorError> {
+        for change in self.context.take_changes() {
+            if let AssignmentChange::Revoked(partitions) = change {
+                self.flush().await?;
+                for partition in partitions {
+                    self.positions.remove(&partition);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides whether `message` is next in its partition, then decodes it into the batch.
+    async fn accept(&mut self, message: OwnedMessage) -> Result<(), ProjectorError> {
+        let partition: Partition = (message.topic().to_owned(), message.partition());
+        let next = match self.positions.get(&partition) {
+            Some(next) => *next,
+            None => {
+                let stored = self.stored_position(&partition).await?;
+                self.positions.insert(partition.clone(), stored);
+                if message.offset() != stored {
+                    tracing::info!(topic = %partition.0, partition = partition.1, from = message.offset(), to = stored, "seeking to the stored position");
+                    self.consumer
+                        .seek(&partition.0, partition.1, rdkafka::Offset::Offset(stored), Duration::from_secs(10))
+                        .map_err(KafkaError::Client)?;
+                    return Ok(());
+                }
+                stored
+            }
+        };
+        if message.offset() < next {
+            return Ok(()); // fetched before the seek took effect, or already applied
+        }
+        self.positions
+            .insert(partition.clone(), crate::kafka::next_offset(message.offset()));
+        let decoded = self.decode(&message).await?;
+        match decoded {
+            Ok(event) => self.batch.push(partition, message.offset(), event),
+            Err((kind, detail)) => {
+                let dlq_topic = self.topics.jobs_dlq.clone();
+                tracing::warn!(topic = %partition.0, partition = partition.1, offset = message.offset(), reason = kind, error = %detail, "dead-lettering an event");
+                self.retry_kafka(|| dlq::dead_letter(&self.producer, &dlq_topic, &message, kind, &detail))
+                    .await?;
+                self.batch.skip(partition, message.offset());
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one record, waiting out registry outages. Poison is returned as (code, detail).
+    async fn decode(
+        &self,
+        message: &OwnedMessage,
+    ) -> Result<Result<batch::Event, (&'static str, String)>, ProjectorError> {
+        let mut backoff = Backoff::new("schema registry");
+        loop {
+            let result = if message.topic() == self.topics.jobs {
+                self.codec
+                    .decode_job_event(message.key(), message.payload())
+                    .await
+                    .map(batch::Event::Job)
+            } else {
+                self.codec
+                    .decode_recommendations_event(message.key(), message.payload())
+                    .await
+                    .map(batch::Event::Recommendations)
+            };
+            match result {
+                Ok(event) => {
+                    backoff.recovered();
+                    return Ok(Ok(event));
+                }
+                Err(CodecError::Poison { kind, detail }) => return Ok(Err((kind.code(), detail))),
+                Err(CodecError::Transient(e)) => {
+                    if !backoff.wait(&e, &self.cancel).await {
+                        return Err(ProjectorError::Kafka(KafkaError::Task(
+                            "cancelled while the schema registry was unavailable".into(),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn retry_kafka<F, Fut>(&self, mut send: F) -> Result<(), ProjectorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), KafkaError>>,
+    {
+        let mut backoff = Backoff::new("Kafka");
+        loop {
+            match send().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if !backoff.wait(&e.to_string(), &self.cancel).await {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stored_position(&self, partition: &Partition) -> Result<i64, ProjectorError> {
+        let mut backoff = Backoff::new("Postgres");
+        loop {
+            let result = async {
+                let mut conn = self.pool.acquire().await?;
+                db::offsets::read(&mut conn, &[partition.0.as_str()]).await
+            }
+            .await;
+            match result {
+                Ok(positions) => return Ok(positions.get(partition).copied().unwrap_or(0)),
+                Err(e) if e.is_transient() && backoff.wait(&e.to_string(), &self.cancel).await => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Applies the batch in one transaction, retrying while Postgres is unreachable, then
+    /// tells Kafka the new positions (a hint for the next start).
+    async fn flush(&mut self) -> Result<(), ProjectorError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new("Postgres");
+        let positions = loop {
+            match self.batch.apply(&self.pool).await {
+                Ok(positions) => break positions,
+                Err(e) if e.is_transient() && backoff.wait(&e.to_string(), &self.cancel).await => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        backoff.recovered();
+        for ((topic, partition), next) in &positions {
+            if let Err(e) = consumer::store(&self.consumer, topic, *partition, *next) {
+                tracing::debug!(%topic, partition, error = %e, "could not store the offset hint (partition no longer assigned)");
+            }
+        }
+        self.batch = Batch::default();
+        Ok(())
+    }
+
+    fn commit(&self) {
+        if let Err(e) = self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        {
+            tracing::debug!(error = %e, "final offset commit skipped");
+        }
+    }
+}

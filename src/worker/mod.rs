@@ -1,0 +1,122 @@
+//! The worker: recommendation requests → status events and recommendation lists.
+//!
+//! Invariant: a request's offset is stored only after every event it produced was
+//! acknowledged by the broker, and offsets are stored in the order they were received, so a
+//! crash at any point loses no request. Redelivered requests produce events with the same ids
+//! and sequences, which the projection ignores.
+
+mod job;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::codec::Codec;
+use crate::kafka::consumer::{self, RebalanceContext};
+use crate::kafka::producer::Producer;
+use crate::kafka::{KafkaError, KafkaSettings, Topics, next_offset};
+use crate::recommend::Recommender;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub group: String,
+    /// Requests processed at once. Offsets are still stored in order.
+    pub concurrency: usize,
+    /// How many movies to recommend per job.
+    pub top_n: usize,
+    /// How long shutdown waits for jobs in flight before giving up on them (they are
+    /// redelivered to the next worker).
+    pub drain_timeout: Duration,
+}
+
+/// What a worker needs besides its configuration; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub topics: Topics,
+    pub codec: Codec,
+    pub producer: Producer,
+    pub recommender: Arc<Recommender>,
+}
+
+/// Runs until `cancel` fires, then finishes the jobs in flight (up to the drain timeout),
+/// stores their offsets and commits.
+pub async fn run(
+    config: WorkerConfig,
+    kafka: KafkaSettings,
+    deps: WorkerDeps,
+    cancel: CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer = consumer::group_consumer(&kafka, &config.group, RebalanceContext::default())?;
+    consumer.subscribe(&[&deps.topics.requests])?;
+    tracing::info!(group = %config.group, concurrency = config.concurrency, "worker started");
+    let mut in_flight = FuturesOrdered::new();
+    let mut offsets = OffsetStore::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
+                offsets.finished(&consumer, finished);
+            }
+            received = consumer.recv(), if in_flight.len() < config.concurrency => {
+                match received {
+                    Ok(message) => {
+                        let message = message.detach();
+                        let deps = deps.clone();
+                        let cancel = cancel.clone();
+                        let top_n = config.top_n;
+                        in_flight.push_back(async move {
+                            let done = job::handle(&deps, &message, top_n, &cancel).await;
+                            (message.topic().to_owned(), message.partition(), message.offset(), done)
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
+        }
+    }
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while let Some(finished) = in_flight.next().await {
+            offsets.finished(&consumer, finished);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("jobs still running at shutdown; they will be redelivered");
+    }
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        tracing::debug!(error = %e, "final offset commit skipped");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+type Finished = (String, i32, i64, bool);
+
+/// Stores offsets of finished requests. Once a request of a partition could not be finished
+/// (cancelled mid-job), no later offset of that partition is stored, so it is redelivered.
+#[derive(Default)]
+struct OffsetStore {
+    blocked: std::collections::HashSet<(String, i32)>,
+}
+
+impl OffsetStore {
+    fn finished(&mut self, consumer: &consumer::RecqConsumer, (topic, partition, offset, done): Finished) {
+        let key = (topic, partition);
+        if !done {
+            self.blocked.insert(key);
+            return;
+        }
+        if self.blocked.contains(&key) {
+            return;
+        }
+        if let Err(e) = consumer::store(consumer, &key.0, partition, next_offset(offset)) {
+            tracing::debug!(topic = %key.0, partition, offset, error = %e, "offset not stored (partition revoked); the request will be redelivered");
+        }
+    }
+}
