@@ -27,7 +27,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "RECQ_BROKERS", default_value = "127.0.0.1:9092", global = true)]
+    #[arg(
+        long,
+        env = "RECQ_BROKERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
     pub brokers: String,
 
     /// Extra librdkafka client property KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL,
@@ -46,7 +51,12 @@ pub struct GlobalArgs {
     pub database_url: String,
 
     /// Confluent-compatible schema registry URL.
-    #[arg(long, env = "RECQ_REGISTRY_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "RECQ_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
     pub registry_url: String,
 
     /// Prefix for every topic name (the defaults are recq.requests, recq.jobs, ...).
@@ -62,7 +72,12 @@ pub struct GlobalArgs {
     pub connect_timeout_secs: u64,
 
     /// Log filter (tracing EnvFilter syntax), e.g. info or recq=debug.
-    #[arg(long, env = "RECQ_LOG", default_value = "info,sqlx=warn", global = true)]
+    #[arg(
+        long,
+        env = "RECQ_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
     pub log: String,
 }
 
@@ -76,8 +91,12 @@ pub struct DataArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Consumer group of the workers.
-    #[arg(long = "worker-group", env = "RECQ_WORKER_GROUP", default_value = "recq-worker")]
-    pub group: String,
+    #[arg(
+        long = "worker-group",
+        env = "RECQ_WORKER_GROUP",
+        default_value = "recq-worker"
+    )]
+    pub worker_group: String,
     /// Requests processed at once (offsets are still stored in order).
     #[arg(long, env = "RECQ_WORKER_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
@@ -91,8 +110,12 @@ pub struct WorkerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ProjectorArgs {
     /// Consumer group of the projectors.
-    #[arg(long = "projector-group", env = "RECQ_PROJECTOR_GROUP", default_value = "recq-projector")]
-    pub group: String,
+    #[arg(
+        long = "projector-group",
+        env = "RECQ_PROJECTOR_GROUP",
+        default_value = "recq-projector"
+    )]
+    pub projector_group: String,
     /// Flush after this many events...
     #[arg(long, env = "RECQ_PROJECTOR_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,

@@ -54,7 +54,11 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or_default();
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
             format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
         }
         None => url.to_owned(),
@@ -71,7 +75,10 @@ mod tests {
             redact_url("postgres://app:s3cret@db:5432/recq?sslmode=require"),
             "postgres://app:***@db:5432/recq?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://app@db/recq"), "postgres://app@db/recq");
+        assert_eq!(
+            redact_url("postgres://app@db/recq"),
+            "postgres://app@db/recq"
+        );
         assert_eq!(redact_url("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
     }
 }

@@ -14,7 +14,10 @@ use recq::worker::{self, WorkerConfig, WorkerDeps};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     recq::telemetry::init(&cli.global.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
 
 fn worker_config(args: &WorkerArgs) -> WorkerConfig {
     WorkerConfig {
-        group: args.group.clone(),
+        group: args.worker_group.clone(),
         concurrency: args.concurrency as usize,
         top_n: args.top_n as usize,
         drain_timeout: Duration::from_secs(10),
@@ -41,7 +44,7 @@ fn worker_config(args: &WorkerArgs) -> WorkerConfig {
 
 fn projector_config(args: &ProjectorArgs) -> ProjectorConfig {
     ProjectorConfig {
-        group: args.group.clone(),
+        group: args.projector_group.clone(),
         batch_size: args.batch_size as usize,
         flush_interval: Duration::from_millis(args.flush_ms),
     }
@@ -80,7 +83,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             let pool = app::database(&settings, &settings.database_url).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .map_err(|source| AppError::Listen { addr: listen, source })?;
+                .map_err(|source| AppError::Listen {
+                    addr: listen,
+                    source,
+                })?;
             tracing::info!(%listen, "schema registry listening");
             recq::registry::serve(pool, listener, cancel)
                 .await
@@ -142,7 +148,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             if !summary.passed() {
                 eprintln!(
                     "demo FAILED: {} of {} jobs done, verify {}",
-                    summary.counts.get(&recq::domain::JobStatus::Done).copied().unwrap_or(0),
+                    summary
+                        .counts
+                        .get(&recq::domain::JobStatus::Done)
+                        .copied()
+                        .unwrap_or(0),
                     summary.requested,
                     if summary.verified { "passed" } else { "failed" }
                 );

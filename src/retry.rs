@@ -39,7 +39,10 @@ impl Backoff {
     /// Call after a success: logs the recovery if there was an outage.
     pub fn recovered(&mut self) {
         if self.failing {
-            tracing::info!(dependency = self.what, "dependency available again; resuming");
+            tracing::info!(
+                dependency = self.what,
+                "dependency available again; resuming"
+            );
             self.failing = false;
             self.delay = Duration::from_millis(100);
         }

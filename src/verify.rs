@@ -88,13 +88,26 @@ impl fmt::Display for VerifyReport {
             self.recommendations_mismatched.len()
         )?;
         for row in self.missing.iter().take(20) {
-            writeln!(f, "  missing  {} ({}, seq {})", row.job_id, row.status, row.seq)?;
+            writeln!(
+                f,
+                "  missing  {} ({}, seq {})",
+                row.job_id, row.status, row.seq
+            )?;
         }
         for row in self.extra.iter().take(20) {
-            writeln!(f, "  extra    {} ({}, seq {})", row.job_id, row.status, row.seq)?;
+            writeln!(
+                f,
+                "  extra    {} ({}, seq {})",
+                row.job_id, row.status, row.seq
+            )?;
         }
         for d in self.different.iter().take(20) {
-            writeln!(f, "  differs  {} in {}", d.expected.job_id, d.fields.join(", "))?;
+            writeln!(
+                f,
+                "  differs  {} in {}",
+                d.expected.job_id,
+                d.fields.join(", ")
+            )?;
             writeln!(f, "    log:   {:?}", d.expected)?;
             writeln!(f, "    table: {:?}", d.actual)?;
         }
@@ -104,7 +117,11 @@ impl fmt::Display for VerifyReport {
         write!(
             f,
             "verify: {}",
-            if self.is_consistent() { "OK — table equals the fold of the log" } else { "FAILED" }
+            if self.is_consistent() {
+                "OK — table equals the fold of the log"
+            } else {
+                "FAILED"
+            }
         )
     }
 }
@@ -148,8 +165,11 @@ async fn fold_log(
     report: &mut VerifyReport,
 ) -> Result<Projection, VerifyError> {
     let mut projection = Projection::default();
-    let mut remaining: BTreeMap<Partition, i64> =
-        positions.iter().filter(|(_, next)| **next > 0).map(|(p, n)| (p.clone(), *n)).collect();
+    let mut remaining: BTreeMap<Partition, i64> = positions
+        .iter()
+        .filter(|(_, next)| **next > 0)
+        .map(|(p, n)| (p.clone(), *n))
+        .collect();
     if remaining.is_empty() {
         return Ok(projection);
     }
@@ -167,7 +187,11 @@ async fn fold_log(
             Ok(Ok(message)) => message,
             Ok(Err(e)) => return Err(KafkaError::Client(e).into()),
             Err(_) => {
-                let ((topic, partition), stored) = remaining.iter().next().map(|(p, s)| (p.clone(), *s)).unwrap_or_default();
+                let ((topic, partition), stored) = remaining
+                    .iter()
+                    .next()
+                    .map(|(p, s)| (p.clone(), *s))
+                    .unwrap_or_default();
                 return Err(VerifyError::LogEnded {
                     last: last.get(&(topic.clone(), partition)).copied(),
                     topic,
@@ -193,7 +217,9 @@ async fn fold_log(
                 None => report.undecodable += 1,
             }
         } else {
-            match decode(|| codec.decode_recommendations_event(message.key(), message.payload())).await? {
+            match decode(|| codec.decode_recommendations_event(message.key(), message.payload()))
+                .await?
+            {
                 Some(event) => projection.apply_recommendations(&event),
                 None => report.undecodable += 1,
             }
@@ -254,7 +280,11 @@ fn differing_fields(a: &JobRow, b: &JobRow) -> Vec<&'static str> {
         ("last_error", a.last_error != b.last_error),
         ("seq", a.seq != b.seq),
     ];
-    checks.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
+    checks
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 fn compare_recommendations(
@@ -262,9 +292,16 @@ fn compare_recommendations(
     table: &BTreeMap<JobId, (UserId, Vec<RecommendedMovie>)>,
     report: &mut VerifyReport,
 ) {
-    let jobs: BTreeSet<&JobId> = projection.recommendations.keys().chain(table.keys()).collect();
+    let jobs: BTreeSet<&JobId> = projection
+        .recommendations
+        .keys()
+        .chain(table.keys())
+        .collect();
     for job in jobs {
-        let expected = projection.recommendations.get(job).map(|r| (r.user_id, &r.items));
+        let expected = projection
+            .recommendations
+            .get(job)
+            .map(|r| (r.user_id, &r.items));
         let actual = table.get(job).map(|(user, items)| (*user, items));
         if expected != actual {
             report.recommendations_mismatched.push(*job);
@@ -293,14 +330,23 @@ mod tests {
         };
         let mut stale = JobRow::from_event(&run.started(now()));
         stale.created_at = projection.jobs[&run.job_id].created_at;
-        let other = JobRow::from_event(&JobRun { job_id: JobId::new_random(), ..run }.queued(now()));
+        let other = JobRow::from_event(
+            &JobRun {
+                job_id: JobId::new_random(),
+                ..run
+            }
+            .queued(now()),
+        );
         let mut report = VerifyReport::default();
         compare_jobs(&projection, vec![stale, other.clone()], &mut report);
         assert!(!report.is_consistent());
         assert_eq!(report.extra, vec![other]);
         assert!(report.missing.is_empty());
         let fields = &report.different[0].fields;
-        assert!(fields.contains(&"status") && fields.contains(&"seq"), "{fields:?}");
+        assert!(
+            fields.contains(&"status") && fields.contains(&"seq"),
+            "{fields:?}"
+        );
         assert_eq!(report.different[0].expected.status, JobStatus::Done);
     }
 }

@@ -56,7 +56,10 @@ pub async fn run(
             source,
         })?;
     let pool = super::database(&settings, &settings.database_url).await?;
-    println!("database  {} (recreated, migrated)", crate::config::redact_url(&settings.database_url));
+    println!(
+        "database  {} (recreated, migrated)",
+        crate::config::redact_url(&settings.database_url)
+    );
 
     let services = CancellationToken::new();
     let registry = match options.registry_listen {
@@ -65,13 +68,24 @@ pub async fn run(
                 .await
                 .map_err(|source| AppError::Listen { addr, source })?;
             settings.registry_url = format!("http://{addr}");
-            println!("registry  {} (in-process, Postgres-backed)", settings.registry_url);
-            Some(tokio::spawn(crate::registry::serve(pool.clone(), listener, services.clone())))
+            println!(
+                "registry  {} (in-process, Postgres-backed)",
+                settings.registry_url
+            );
+            Some(tokio::spawn(crate::registry::serve(
+                pool.clone(),
+                listener,
+                services.clone(),
+            )))
         }
         None => None,
     };
     let (codec, producer) = super::kafka(&settings).await?;
-    println!("kafka     {} topics {}*", settings.kafka.brokers, settings.topics.requests.trim_end_matches("recq.requests"));
+    println!(
+        "kafka     {} topics {}*",
+        settings.kafka.brokers,
+        settings.topics.requests.trim_end_matches("recq.requests")
+    );
 
     let started = Instant::now();
     let recommender = {
@@ -114,7 +128,11 @@ pub async fn run(
         services.clone(),
     ));
 
-    let users: Vec<_> = recommender.user_ids().into_iter().take(options.users).collect();
+    let users: Vec<_> = recommender
+        .user_ids()
+        .into_iter()
+        .take(options.users)
+        .collect();
     if users.len() < options.users {
         return Err(AppError::Invalid(format!(
             "--users {} but the data has only {} users",
@@ -124,7 +142,11 @@ pub async fn run(
     }
     let submitted_at = Instant::now();
     let jobs = tools::submit(&codec, &producer, &settings.topics, &users).await?;
-    println!("submitted {} requests for {} distinct users", jobs.len(), users.len());
+    println!(
+        "submitted {} requests for {} distinct users",
+        jobs.len(),
+        users.len()
+    );
 
     let waited = wait_until_terminal(&pool, &jobs, options.timeout, &cancel).await;
     let elapsed = submitted_at.elapsed();
@@ -136,7 +158,14 @@ pub async fn run(
     print_summary(&pool, &jobs, &users, &counts, elapsed).await?;
     waited?;
 
-    let report = crate::verify::verify(&settings.kafka, &settings.topics, &codec, &pool, Duration::from_secs(30)).await?;
+    let report = crate::verify::verify(
+        &settings.kafka,
+        &settings.topics,
+        &codec,
+        &pool,
+        Duration::from_secs(30),
+    )
+    .await?;
     println!("{report}");
     if let Some(registry) = registry {
         let _ = registry.await;
@@ -158,7 +187,11 @@ async fn wait_until_terminal(
     let mut last_report = Instant::now();
     loop {
         let counts = db::jobs::status_counts_of(pool, jobs).await?;
-        let terminal: i64 = counts.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| n).sum();
+        let terminal: i64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
         if terminal as usize >= jobs.len() {
             return Ok(());
         }
@@ -203,7 +236,11 @@ async fn print_summary(
         jobs.len() as f64 / elapsed.as_secs_f64().max(0.001)
     );
     for status in JobStatus::ALL {
-        println!("  {:<8} {}", status.as_str(), counts.get(&status).copied().unwrap_or(0));
+        println!(
+            "  {:<8} {}",
+            status.as_str(),
+            counts.get(&status).copied().unwrap_or(0)
+        );
     }
     match db::jobs::processing_percentiles_ms(pool, jobs).await? {
         Some((p50, p95)) => println!(
@@ -217,7 +254,10 @@ async fn print_summary(
         println!();
         println!("top-10 for user {user} (job {job}):");
         for movie in db::jobs::recommendations(pool, *job).await? {
-            println!("  {:>2}. {}  (score {:.2})", movie.rank, movie.title, movie.score);
+            println!(
+                "  {:>2}. {}  (score {:.2})",
+                movie.rank, movie.title, movie.score
+            );
         }
     }
     println!();

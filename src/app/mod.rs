@@ -20,7 +20,9 @@ use crate::recommend::{DataError, Ratings, Recommender};
 /// Errors that end a command. Each message says what failed and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot use Postgres at {url}: {source}; check DATABASE_URL and that the server is running")]
+    #[error(
+        "cannot use Postgres at {url}: {source}; check DATABASE_URL and that the server is running"
+    )]
     Postgres {
         url: String,
         #[source]
@@ -30,7 +32,9 @@ pub enum AppError {
     Db(#[from] DbError),
     #[error("{0}")]
     Kafka(#[from] KafkaError),
-    #[error("cannot use the schema registry at {url}: {reason}; start it (`recq registry`) or set RECQ_REGISTRY_URL")]
+    #[error(
+        "cannot use the schema registry at {url}: {reason}; start it (`recq registry`) or set RECQ_REGISTRY_URL"
+    )]
     Registry { url: String, reason: String },
     #[error("cannot load MovieLens data: {0}")]
     Data(#[from] DataError),
@@ -56,7 +60,9 @@ pub async fn database(settings: &Settings, url: &str) -> Result<PgPool, AppError
         url: redact_url(url),
         source,
     };
-    let pool = db::connect(url, 10, settings.connect_timeout).await.map_err(wrap)?;
+    let pool = db::connect(url, 10, settings.connect_timeout)
+        .await
+        .map_err(wrap)?;
     db::migrate(&pool).await.map_err(wrap)?;
     Ok(pool)
 }

@@ -65,7 +65,10 @@ pub async fn print_job(pool: &PgPool, job: &str) -> Result<(), AppError> {
     };
     println!("{}", describe(&row));
     for movie in db::jobs::recommendations(pool, job).await? {
-        println!("  {:>2}. {} (movie {}, score {:.3})", movie.rank, movie.title, movie.movie_id, movie.score);
+        println!(
+            "  {:>2}. {} (movie {}, score {:.3})",
+            movie.rank, movie.title, movie.movie_id, movie.score
+        );
     }
     Ok(())
 }

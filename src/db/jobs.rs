@@ -89,7 +89,11 @@ pub async fn apply_jobs(
     .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_error.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.last_error.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
@@ -150,7 +154,9 @@ fn job_row(row: &PgRow) -> Result<JobRow, DbError> {
         job_id: JobId::from_uuid(row.try_get("job_id")?),
         user_id: UserId::new(row.try_get::<i32, _>("user_id")?.into())
             .map_err(|e| invalid(e.to_string()))?,
-        status: status.parse().map_err(|e: crate::domain::status::UnknownStatus| invalid(e.to_string()))?,
+        status: status
+            .parse()
+            .map_err(|e: crate::domain::status::UnknownStatus| invalid(e.to_string()))?,
         processing_time: row.try_get("processing_time")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

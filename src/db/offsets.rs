@@ -48,7 +48,12 @@ pub async fn store(
          FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS u(t, p, n) \
          WHERE o.topic = u.t AND o.partition = u.p",
     )
-    .bind(positions.keys().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
+    .bind(
+        positions
+            .keys()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(positions.keys().map(|(_, p)| *p).collect::<Vec<_>>())
     .bind(positions.values().copied().collect::<Vec<_>>())
     .execute(conn)

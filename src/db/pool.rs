@@ -11,7 +11,11 @@ use super::DbError;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connects to `url` and checks the connection works, within `timeout`.
-pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, DbError> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::BadUrl {
         reason: e.to_string(),
     })?;
@@ -65,8 +69,12 @@ pub async fn recreate_database(url: &str, timeout: Duration) -> Result<(), DbErr
         .map_err(|source| DbError::Unreachable { source })?;
     let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     let create = format!("CREATE DATABASE {name}");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&admin).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await?;
     admin.close().await;
     Ok(())
 }

@@ -129,7 +129,12 @@ impl Pending<JobRow> {
 pub fn coalesce_jobs<'a>(
     events: impl IntoIterator<Item = &'a JobEvent>,
 ) -> BTreeMap<JobId, Pending<JobRow>> {
-    coalesce(events, JobEvent::job_id, |e| matches!(e, JobEvent::Tombstone(_)), apply)
+    coalesce(
+        events,
+        JobEvent::job_id,
+        |e| matches!(e, JobEvent::Tombstone(_)),
+        apply,
+    )
 }
 
 /// Coalesces a batch of recommendations events per job; see [`coalesce_jobs`].
@@ -181,7 +186,11 @@ impl Projection {
     }
 }
 
-fn step_map<T>(map: &mut BTreeMap<JobId, T>, key: JobId, step: impl FnOnce(Option<T>) -> Option<T>) {
+fn step_map<T>(
+    map: &mut BTreeMap<JobId, T>,
+    key: JobId,
+    step: impl FnOnce(Option<T>) -> Option<T>,
+) {
     match map.entry(key) {
         Entry::Occupied(slot) => {
             let (key, current) = slot.remove_entry();

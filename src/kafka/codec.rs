@@ -85,8 +85,12 @@ pub struct Codec {
 impl Codec {
     pub fn new(registry_url: &str) -> Self {
         Self {
-            encoder: std::sync::Arc::new(AvroEncoder::new(SrSettings::new(registry_url.to_owned()))),
-            decoder: std::sync::Arc::new(AvroDecoder::new(SrSettings::new(registry_url.to_owned()))),
+            encoder: std::sync::Arc::new(AvroEncoder::new(SrSettings::new(
+                registry_url.to_owned(),
+            ))),
+            decoder: std::sync::Arc::new(AvroDecoder::new(SrSettings::new(
+                registry_url.to_owned(),
+            ))),
         }
     }
 
@@ -98,13 +102,20 @@ impl Codec {
             (&topics.recommendations, READY_SCHEMA, READY_NAME),
         ] {
             let strategy = strategy(topic, schema, name);
-            let subject = strategy.get_subject().map_err(registry_error)?;
+            let subject = strategy.get_subject().map_err(|e| self.encode_error(e))?;
             self.encoder
                 .get_schema_and_id(&subject, strategy)
                 .await
-                .map_err(registry_error)?;
+                .map_err(|e| self.encode_error(e))?;
         }
         Ok(())
+    }
+
+    /// Encoding fails only when the registry cannot be used; the encoder caches failed
+    /// registrations, which must not outlive an outage.
+    fn encode_error(&self, e: SRCError) -> CodecError {
+        self.encoder.remove_errors_from_cache();
+        CodecError::Transient(describe(&e))
     }
 
     pub async fn encode_request(
@@ -117,7 +128,8 @@ impl Codec {
             ("user_id".into(), Value::Long(r.user_id.get().into())),
             ("requested_at".into(), timestamp(r.requested_at)),
         ]);
-        self.encode(topic, REQUESTED_SCHEMA, REQUESTED_NAME, value).await
+        self.encode(topic, REQUESTED_SCHEMA, REQUESTED_NAME, value)
+            .await
     }
 
     pub async fn encode_status(
@@ -125,7 +137,10 @@ impl Codec {
         topic: &str,
         e: &JobStatusChanged,
     ) -> Result<Vec<u8>, CodecError> {
-        let status_index = JobStatus::ALL.iter().position(|s| *s == e.status).unwrap_or(0);
+        let status_index = JobStatus::ALL
+            .iter()
+            .position(|s| *s == e.status)
+            .unwrap_or(0);
         let value = Value::Record(vec![
             ("event_id".into(), Value::String(e.event_id.to_string())),
             ("job_id".into(), Value::String(e.job_id.to_string())),
@@ -182,7 +197,7 @@ impl Codec {
         self.encoder
             .encode_value(value, &strategy(topic, schema, name))
             .await
-            .map_err(registry_error)
+            .map_err(|e| self.encode_error(e))
     }
 
     pub async fn decode_request(
@@ -208,9 +223,12 @@ impl Codec {
         }
         let f = self.decode(payload, STATUS_NAME).await?;
         let status = f.string("status")?;
-        let status: JobStatus = status
-            .parse()
-            .map_err(|e: crate::domain::status::UnknownStatus| poison(Poison::InvalidField, e.to_string()))?;
+        let status: JobStatus =
+            status
+                .parse()
+                .map_err(|e: crate::domain::status::UnknownStatus| {
+                    poison(Poison::InvalidField, e.to_string())
+                })?;
         let event_id = Uuid::parse_str(&f.string("event_id")?)
             .map_err(|_| poison(Poison::InvalidField, "event_id is not a UUID"))?;
         Ok(JobEvent::Status(JobStatusChanged {
@@ -334,10 +352,6 @@ fn classify_decode_error(e: &SRCError) -> CodecError {
     } else {
         poison(Poison::Undecodable, describe(e))
     }
-}
-
-fn registry_error(e: SRCError) -> CodecError {
-    CodecError::Transient(describe(&e))
 }
 
 fn describe(e: &SRCError) -> String {

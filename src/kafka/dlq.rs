@@ -34,7 +34,8 @@ pub async fn dead_letter(
                 .collect()
         })
         .unwrap_or_default();
-    let first_failure = header(message, FIRST_FAILURE_AT).unwrap_or_else(|| Utc::now().to_rfc3339());
+    let first_failure =
+        header(message, FIRST_FAILURE_AT).unwrap_or_else(|| Utc::now().to_rfc3339());
     let attempt = header(message, ATTEMPT)
         .and_then(|a| a.parse::<u32>().ok())
         .map_or(1, |a| a + 1);

@@ -32,7 +32,10 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", settings.timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                settings.timeout.as_millis().to_string(),
+            )
             .create()?;
         Ok(Self {
             inner,

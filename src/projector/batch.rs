@@ -90,13 +90,20 @@ impl Batch {
         let stored = db::offsets::lock(&mut tx, &self.partitions()).await?;
         let plan = self.plan(&stored);
         if plan.already_applied > 0 {
-            tracing::info!(records = plan.already_applied, "skipped records applied before");
+            tracing::info!(
+                records = plan.already_applied,
+                "skipped records applied before"
+            );
         }
         db::jobs::apply_jobs(&mut tx, &plan.jobs).await?;
         db::jobs::apply_recommendations(&mut tx, &plan.recommendations).await?;
         db::offsets::store(&mut tx, &plan.positions).await?;
         tx.commit().await?;
-        tracing::debug!(records = self.records.len(), jobs = plan.jobs.len(), "batch applied");
+        tracing::debug!(
+            records = self.records.len(),
+            jobs = plan.jobs.len(),
+            "batch applied"
+        );
         Ok(plan.positions)
     }
 }
@@ -120,9 +127,21 @@ mod tests {
             queued_at: now(),
         };
         let mut batch = Batch::default();
-        batch.push(partition(0), 10, Event::Job(JobEvent::Status(run.queued(now()))));
-        batch.push(partition(0), 11, Event::Job(JobEvent::Status(run.started(now()))));
-        batch.push(partition(0), 12, Event::Job(JobEvent::Tombstone(run.job_id)));
+        batch.push(
+            partition(0),
+            10,
+            Event::Job(JobEvent::Status(run.queued(now()))),
+        );
+        batch.push(
+            partition(0),
+            11,
+            Event::Job(JobEvent::Status(run.started(now()))),
+        );
+        batch.push(
+            partition(0),
+            12,
+            Event::Job(JobEvent::Tombstone(run.job_id)),
+        );
         batch.skip(partition(1), 3);
 
         let stored = BTreeMap::from([(partition(0), 12), (partition(1), 0)]);
@@ -139,12 +158,23 @@ mod tests {
         assert!(pending.reset && pending.value.is_none());
         let without_tombstone = {
             let mut b = Batch::default();
-            b.push(partition(0), 0, Event::Job(JobEvent::Status(run.started(now()))));
-            b.push(partition(0), 1, Event::Job(JobEvent::Status(run.queued(now()))));
+            b.push(
+                partition(0),
+                0,
+                Event::Job(JobEvent::Status(run.started(now()))),
+            );
+            b.push(
+                partition(0),
+                1,
+                Event::Job(JobEvent::Status(run.queued(now()))),
+            );
             b.plan(&BTreeMap::new())
         };
         assert_eq!(
-            without_tombstone.jobs[&run.job_id].value.as_ref().map(|r| r.status),
+            without_tombstone.jobs[&run.job_id]
+                .value
+                .as_ref()
+                .map(|r| r.status),
             Some(JobStatus::Process)
         );
     }

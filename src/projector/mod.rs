@@ -144,7 +144,12 @@ impl Projector {
                 if message.offset() != stored {
                     tracing::info!(topic = %partition.0, partition = partition.1, from = message.offset(), to = stored, "seeking to the stored position");
                     self.consumer
-                        .seek(&partition.0, partition.1, rdkafka::Offset::Offset(stored), Duration::from_secs(10))
+                        .seek(
+                            &partition.0,
+                            partition.1,
+                            rdkafka::Offset::Offset(stored),
+                            Duration::from_secs(10),
+                        )
                         .map_err(KafkaError::Client)?;
                     return Ok(());
                 }
@@ -154,16 +159,20 @@ impl Projector {
         if message.offset() < next {
             return Ok(()); // fetched before the seek took effect, or already applied
         }
-        self.positions
-            .insert(partition.clone(), crate::kafka::next_offset(message.offset()));
+        self.positions.insert(
+            partition.clone(),
+            crate::kafka::next_offset(message.offset()),
+        );
         let decoded = self.decode(&message).await?;
         match decoded {
             Ok(event) => self.batch.push(partition, message.offset(), event),
             Err((kind, detail)) => {
                 let dlq_topic = self.topics.jobs_dlq.clone();
                 tracing::warn!(topic = %partition.0, partition = partition.1, offset = message.offset(), reason = kind, error = %detail, "dead-lettering an event");
-                self.retry_kafka(|| dlq::dead_letter(&self.producer, &dlq_topic, &message, kind, &detail))
-                    .await?;
+                self.retry_kafka(|| {
+                    dlq::dead_letter(&self.producer, &dlq_topic, &message, kind, &detail)
+                })
+                .await?;
                 self.batch.skip(partition, message.offset());
             }
         }

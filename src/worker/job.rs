@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerDeps;
 use crate::domain::events::now;
-use crate::domain::{JobRun, JobStatusChanged, RecommendationRequested, RecommendationsReady, RecommendedMovie};
+use crate::domain::{
+    JobRun, JobStatusChanged, RecommendationRequested, RecommendationsReady, RecommendedMovie,
+};
 use crate::kafka::KafkaError;
 use crate::kafka::codec::CodecError;
 use crate::kafka::dlq;
@@ -35,7 +37,10 @@ pub async fn handle(
             Err((reason, detail)) => {
                 tracing::warn!(reason, error = %detail, "dead-lettering a request");
                 let dlq_topic = &deps.topics.requests_dlq;
-                return retry(cancel, || dlq::dead_letter(&deps.producer, dlq_topic, message, reason, &detail)).await;
+                return retry(cancel, || {
+                    dlq::dead_letter(&deps.producer, dlq_topic, message, reason, &detail)
+                })
+                .await;
             }
         };
         tracing::Span::current().record("job_id", tracing::field::display(request.job_id));
@@ -101,7 +106,17 @@ async fn run(
             emit_statuses(deps, &[&run.done(started_at, finished_at)], cancel).await
         }
         Ok(Err(e)) => fail(deps, &run, started_at, finished_at, e.to_string(), cancel).await,
-        Err(e) => fail(deps, &run, started_at, finished_at, format!("recommender crashed: {e}"), cancel).await,
+        Err(e) => {
+            fail(
+                deps,
+                &run,
+                started_at,
+                finished_at,
+                format!("recommender crashed: {e}"),
+                cancel,
+            )
+            .await
+        }
     }
 }
 
@@ -126,7 +141,10 @@ async fn emit_statuses(
     let topic = &deps.topics.jobs;
     let mut encoded = Vec::with_capacity(events.len());
     for event in events {
-        encoded.push((event.job_id.to_string(), encode(cancel, || deps.codec.encode_status(topic, event)).await?));
+        encoded.push((
+            event.job_id.to_string(),
+            encode(cancel, || deps.codec.encode_status(topic, event)).await?,
+        ));
     }
     retry(cancel, || async {
         let sends = encoded.iter().map(|(key, value)| {

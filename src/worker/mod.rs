@@ -106,7 +106,11 @@ struct OffsetStore {
 }
 
 impl OffsetStore {
-    fn finished(&mut self, consumer: &consumer::RecqConsumer, (topic, partition, offset, done): Finished) {
+    fn finished(
+        &mut self,
+        consumer: &consumer::RecqConsumer,
+        (topic, partition, offset, done): Finished,
+    ) {
         let key = (topic, partition);
         if !done {
             self.blocked.insert(key);

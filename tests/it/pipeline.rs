@@ -36,10 +36,14 @@ async fn a_request_flows_to_a_done_row_with_its_recommendations_stored() {
     assert!(row.finished_at >= row.started_at);
     assert_eq!(row.last_error, None);
 
-    let stored = eventually("the recommendations to be stored", Duration::from_secs(30), || async {
-        let list = db::jobs::recommendations(&env.db.pool, job).await.unwrap();
-        (!list.is_empty()).then_some(list)
-    })
+    let stored = eventually(
+        "the recommendations to be stored",
+        Duration::from_secs(30),
+        || async {
+            let list = db::jobs::recommendations(&env.db.pool, job).await.unwrap();
+            (!list.is_empty()).then_some(list)
+        },
+    )
     .await;
     let expected = recommender.recommend(user, 10).unwrap();
     assert_eq!(stored.len(), expected.len());
@@ -74,7 +78,10 @@ async fn a_request_for_an_unknown_user_ends_failed_with_the_reason() {
     .await;
     assert_eq!(row.status, JobStatus::Failed);
     let error = row.last_error.unwrap_or_default();
-    assert!(error.contains("999999") && error.contains("unknown"), "{error}");
+    assert!(
+        error.contains("999999") && error.contains("unknown"),
+        "{error}"
+    );
     worker.stop().await;
     projector.stop().await;
 }
@@ -94,12 +101,16 @@ async fn an_undecodable_request_goes_to_the_dead_letter_topic_and_the_worker_car
         .await
         .unwrap()[0];
 
-    eventually("the good request after the bad one to be done", Duration::from_secs(60), || async {
-        db::jobs::job(&env.db.pool, job)
-            .await
-            .unwrap()
-            .filter(|r| r.status == JobStatus::Done)
-    })
+    eventually(
+        "the good request after the bad one to be done",
+        Duration::from_secs(60),
+        || async {
+            db::jobs::job(&env.db.pool, job)
+                .await
+                .unwrap()
+                .filter(|r| r.status == JobStatus::Done)
+        },
+    )
     .await;
 
     let reader = recq::kafka::consumer::reader(&env.kafka).unwrap();
@@ -110,9 +121,18 @@ async fn an_undecodable_request_goes_to_the_dead_letter_topic_and_the_worker_car
         .unwrap()
         .detach();
     assert_eq!(dead.payload(), Some(&b"definitely not avro"[..]));
-    assert_eq!(dlq::header(&dead, dlq::REASON).as_deref(), Some("not-confluent-framed"));
-    assert_eq!(dlq::header(&dead, dlq::TOPIC).as_deref(), Some(env.topics.requests.as_str()));
-    assert_eq!(dlq::header(&dead, dlq::OFFSET), Some(bad_offset.to_string()));
+    assert_eq!(
+        dlq::header(&dead, dlq::REASON).as_deref(),
+        Some("not-confluent-framed")
+    );
+    assert_eq!(
+        dlq::header(&dead, dlq::TOPIC).as_deref(),
+        Some(env.topics.requests.as_str())
+    );
+    assert_eq!(
+        dlq::header(&dead, dlq::OFFSET),
+        Some(bad_offset.to_string())
+    );
     assert!(dlq::header(&dead, dlq::ERROR).is_some_and(|e| !e.is_empty()));
 
     worker.stop().await;

@@ -28,19 +28,33 @@ fn lifecycle(run: &JobRun) -> [JobStatusChanged; 3] {
 }
 
 async fn emit(env: &TestEnv, event: &JobStatusChanged) -> i64 {
-    let value = env.codec.encode_status(&env.topics.jobs, event).await.unwrap();
-    env.produce_raw(&env.topics.jobs, event.job_id.to_string().as_bytes(), Some(&value))
+    let value = env
+        .codec
+        .encode_status(&env.topics.jobs, event)
         .await
-        .1
+        .unwrap();
+    env.produce_raw(
+        &env.topics.jobs,
+        event.job_id.to_string().as_bytes(),
+        Some(&value),
+    )
+    .await
+    .1
 }
 
 /// Waits until the projector stored a position past `offset` on the jobs topic.
 async fn applied_through(env: &TestEnv, offset: i64) {
-    eventually("the projector to reach the offset", Duration::from_secs(60), || async {
-        let mut conn = env.db.pool.acquire().await.unwrap();
-        let positions = db::offsets::read(&mut conn, &[&env.topics.jobs]).await.unwrap();
-        (positions.values().max().copied().unwrap_or(0) > offset).then_some(())
-    })
+    eventually(
+        "the projector to reach the offset",
+        Duration::from_secs(60),
+        || async {
+            let mut conn = env.db.pool.acquire().await.unwrap();
+            let positions = db::offsets::read(&mut conn, &[&env.topics.jobs])
+                .await
+                .unwrap();
+            (positions.values().max().copied().unwrap_or(0) > offset).then_some(())
+        },
+    )
     .await;
 }
 
@@ -60,7 +74,10 @@ async fn a_redelivered_status_event_changes_nothing() {
     let last = last.max(emit(&env, &done).await);
     applied_through(&env, last).await;
 
-    let row = db::jobs::job(&env.db.pool, job.job_id).await.unwrap().unwrap();
+    let row = db::jobs::job(&env.db.pool, job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.status, JobStatus::Done);
     assert_eq!(row.seq, done.seq);
     assert_eq!(row.updated_at, done.occurred_at);
@@ -80,7 +97,10 @@ async fn events_delivered_out_of_order_leave_the_row_at_its_latest_state() {
     let last = emit(&env, &started).await;
     applied_through(&env, last).await;
 
-    let row = db::jobs::job(&env.db.pool, job.job_id).await.unwrap().unwrap();
+    let row = db::jobs::job(&env.db.pool, job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.status, JobStatus::Done);
     assert_eq!(row.finished_at, done.finished_at);
     assert_eq!(row.created_at, job.queued_at);
@@ -98,7 +118,11 @@ async fn restarting_the_projector_mid_stream_leaves_the_table_equal_to_the_fold_
     }
     let producer = {
         let env_events = events.clone();
-        let (codec, producer, topic) = (env.codec.clone(), env.producer.clone(), env.topics.jobs.clone());
+        let (codec, producer, topic) = (
+            env.codec.clone(),
+            env.producer.clone(),
+            env.topics.jobs.clone(),
+        );
         tokio::spawn(async move {
             for chunk in env_events.chunks(50) {
                 let mut sends = Vec::new();
@@ -122,27 +146,33 @@ async fn restarting_the_projector_mid_stream_leaves_the_table_equal_to_the_fold_
 
     // Let the first projector apply part of the stream, then stop it mid-way.
     let first = env.start_projector();
-    eventually("some rows to be projected", Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM recommendation_queues")
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-        (n > 0).then_some(())
-    })
+    eventually(
+        "some rows to be projected",
+        Duration::from_secs(60),
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM recommendation_queues")
+                .fetch_one(&env.db.pool)
+                .await
+                .unwrap();
+            (n > 0).then_some(())
+        },
+    )
     .await;
     first.stop().await;
     let mid = env.verify().await;
-    assert!(mid.is_consistent(), "after the first projector stopped: {mid}");
+    assert!(
+        mid.is_consistent(),
+        "after the first projector stopped: {mid}"
+    );
 
     producer.await.unwrap();
     let second = env.start_projector();
     eventually("every job to be done", Duration::from_secs(90), || async {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM recommendation_queues WHERE status = 'done'",
-        )
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM recommendation_queues WHERE status = 'done'")
+                .fetch_one(&env.db.pool)
+                .await
+                .unwrap();
         (done == jobs.len() as i64).then_some(())
     })
     .await;

@@ -96,7 +96,10 @@ fn the_first_recommendations_list_of_a_job_wins() {
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -116,11 +119,18 @@ fn coalescing_a_batch_equals_applying_its_events_one_by_one() {
         .collect();
     let mut rng = Lcg(42);
     for _ in 0..2_000 {
-        let prefix: Vec<JobEvent> = (0..rng.below(8)).map(|_| pool[rng.below(pool.len())].clone()).collect();
-        let batch: Vec<JobEvent> = (0..rng.below(12)).map(|_| pool[rng.below(pool.len())].clone()).collect();
+        let prefix: Vec<JobEvent> = (0..rng.below(8))
+            .map(|_| pool[rng.below(pool.len())].clone())
+            .collect();
+        let batch: Vec<JobEvent> = (0..rng.below(12))
+            .map(|_| pool[rng.below(pool.len())].clone())
+            .collect();
 
         let mut sequential = Projection::default();
-        prefix.iter().chain(&batch).for_each(|e| sequential.apply_job(e));
+        prefix
+            .iter()
+            .chain(&batch)
+            .for_each(|e| sequential.apply_job(e));
 
         let mut stored = Projection::default();
         prefix.iter().for_each(|e| stored.apply_job(e));
@@ -131,6 +141,9 @@ fn coalescing_a_batch_equals_applying_its_events_one_by_one() {
                 None => None,
             };
         }
-        assert_eq!(batched, sequential.jobs, "prefix {prefix:?}\nbatch {batch:?}");
+        assert_eq!(
+            batched, sequential.jobs,
+            "prefix {prefix:?}\nbatch {batch:?}"
+        );
     }
 }

@@ -27,7 +27,6 @@ pub struct TestEnv {
     pub topics: Topics,
     pub codec: Codec,
     pub producer: Producer,
-    pub registry_url: String,
     pub suffix: String,
     registry: CancellationToken,
 }
@@ -61,7 +60,11 @@ impl TestEnv {
         let registry = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let registry_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(recq::registry::serve(db.pool.clone(), listener, registry.clone()));
+        tokio::spawn(recq::registry::serve(
+            db.pool.clone(),
+            listener,
+            registry.clone(),
+        ));
         let suffix = random_suffix();
         let kafka = KafkaSettings {
             brokers: brokers(),
@@ -81,7 +84,6 @@ impl TestEnv {
             topics,
             codec,
             producer,
-            registry_url,
             suffix,
             registry,
         }
@@ -113,8 +115,13 @@ impl TestEnv {
             recommender,
         };
         let handle = tokio::spawn({
-            let (config, kafka, cancel) = (self.worker_config(), self.kafka.clone(), cancel.clone());
-            async move { worker::run(config, kafka, deps, cancel).await.map_err(|e| e.to_string()) }
+            let (config, kafka, cancel) =
+                (self.worker_config(), self.kafka.clone(), cancel.clone());
+            async move {
+                worker::run(config, kafka, deps, cancel)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         });
         Running { cancel, handle }
     }
@@ -124,7 +131,11 @@ impl TestEnv {
         let handle = tokio::spawn({
             let config = self.projector_config();
             let (kafka, topics) = (self.kafka.clone(), self.topics.clone());
-            let (pool, codec, producer) = (self.db.pool.clone(), self.codec.clone(), self.producer.clone());
+            let (pool, codec, producer) = (
+                self.db.pool.clone(),
+                self.codec.clone(),
+                self.producer.clone(),
+            );
             let cancel = cancel.clone();
             async move {
                 projector::run(config, kafka, topics, pool, codec, producer, cancel)
@@ -138,15 +149,26 @@ impl TestEnv {
     /// Produces raw bytes to `topic` with `key` and waits for the ack.
     pub async fn produce_raw(&self, topic: &str, key: &[u8], value: Option<&[u8]>) -> (i32, i64) {
         self.producer
-            .send(Outgoing { topic, key, value, headers: Vec::new() })
+            .send(Outgoing {
+                topic,
+                key,
+                value,
+                headers: Vec::new(),
+            })
             .await
             .expect("produce to the test broker")
     }
 
     pub async fn verify(&self) -> recq::verify::VerifyReport {
-        recq::verify::verify(&self.kafka, &self.topics, &self.codec, &self.db.pool, Duration::from_secs(20))
-            .await
-            .expect("verify ran")
+        recq::verify::verify(
+            &self.kafka,
+            &self.topics,
+            &self.codec,
+            &self.db.pool,
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("verify ran")
     }
 }
 
@@ -166,7 +188,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -35,7 +35,7 @@ impl TestDb {
         let admin = recq::db::connect(&server, 1, Duration::from_secs(5))
             .await
             .expect("connect to the Postgres server (set DATABASE_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await
             .expect("create test database");
@@ -44,7 +44,9 @@ impl TestDb {
         let pool = recq::db::connect(&url, 5, Duration::from_secs(5))
             .await
             .expect("connect to the test database");
-        recq::db::migrate(&pool).await.expect("migrate test database");
+        recq::db::migrate(&pool)
+            .await
+            .expect("migrate test database");
         TestDb { url, pool }
     }
 }
