@@ -1,32 +1,63 @@
 //! Bounded exponential backoff for transient failures (a dependency is down). Logs once when
-//! the outage starts and once when it ends, not on every attempt.
+//! the outage starts and once when it ends, not on every attempt — and, through a shared
+//! [`Outage`], not once per task when many tasks wait out the same outage.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// Whether a dependency is known to be down, shared by every task that uses it (the adapters
+/// hold one: the codec for the registry, the producer for Kafka).
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<AtomicBool>);
+
+impl Outage {
+    /// Marks the dependency down; true if it was up (the caller logs the change).
+    fn begin(&self) -> bool {
+        !self.0.swap(true, Ordering::SeqCst)
+    }
+
+    /// Marks the dependency up; true if it was down (the caller logs the change).
+    fn end(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
 
 pub struct Backoff {
     what: &'static str,
     delay: Duration,
     max: Duration,
     failing: bool,
+    outage: Outage,
 }
 
 impl Backoff {
+    /// A backoff whose outage is logged by itself (one task waits for the dependency).
     pub fn new(what: &'static str) -> Self {
+        Self::shared(what, Outage::default())
+    }
+
+    /// A backoff for one of many tasks waiting for the same dependency: only the first task
+    /// to fail logs the outage and only the first to succeed afterwards logs the recovery.
+    pub fn shared(what: &'static str, outage: Outage) -> Self {
         Self {
             what,
             delay: Duration::from_millis(100),
             max: Duration::from_secs(5),
             failing: false,
+            outage,
         }
     }
 
     /// Sleeps before the next attempt. Returns false if cancelled meanwhile.
     pub async fn wait(&mut self, error: &str, cancel: &CancellationToken) -> bool {
         if !self.failing {
-            tracing::warn!(dependency = self.what, %error, "dependency unavailable; pausing and retrying with backoff");
             self.failing = true;
+            if self.outage.begin() {
+                tracing::warn!(dependency = self.what, %error, "dependency unavailable; pausing and retrying with backoff");
+            }
         }
         let delay = self.delay;
         self.delay = (self.delay * 2).min(self.max);
@@ -39,10 +70,12 @@ impl Backoff {
     /// Call after a success: logs the recovery if there was an outage.
     pub fn recovered(&mut self) {
         if self.failing {
-            tracing::info!(
-                dependency = self.what,
-                "dependency available again; resuming"
-            );
+            if self.outage.end() {
+                tracing::info!(
+                    dependency = self.what,
+                    "dependency available again; resuming"
+                );
+            }
             self.failing = false;
             self.delay = Duration::from_millis(100);
         }
@@ -72,5 +105,20 @@ mod tests {
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
         cancel.cancel();
         assert!(!backoff.wait("down", &cancel).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_sharing_an_outage_mark_it_once_and_clear_it_once() {
+        let cancel = CancellationToken::new();
+        let outage = Outage::default();
+        let mut a = Backoff::shared("test", outage.clone());
+        let mut b = Backoff::shared("test", outage.clone());
+        assert!(a.wait("down", &cancel).await);
+        assert!(!outage.begin(), "a marked the outage");
+        assert!(b.wait("down", &cancel).await);
+        a.recovered();
+        assert!(!outage.end(), "a cleared the outage");
+        b.recovered();
+        assert!(!outage.0.load(Ordering::SeqCst));
     }
 }

@@ -1,12 +1,14 @@
 //! A producer whose `send` returns only once the broker acknowledged the record, so callers
 //! can store a consumed offset knowing its output is durable.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{KafkaError, KafkaSettings};
+use crate::retry::{Backoff, Outage};
 
 /// A record to produce. `value: None` is a tombstone.
 #[derive(Debug, Clone)]
@@ -17,16 +19,29 @@ pub struct Outgoing<'a> {
     pub headers: Vec<(&'a str, Vec<u8>)>,
 }
 
+/// Cheap to clone; clones share one client.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    /// Replaced after a fatal error (see `send`); the lock is never held across an await.
+    inner: Arc<RwLock<FutureProducer>>,
+    settings: KafkaSettings,
     timeout: Duration,
+    outage: Outage,
 }
 
 impl Producer {
     /// Idempotent producer (`enable.idempotence`), waiting for all in-sync replicas.
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let inner: FutureProducer = settings
+        Ok(Self {
+            inner: Arc::new(RwLock::new(Self::client(settings)?)),
+            settings: settings.clone(),
+            timeout: settings.timeout,
+            outage: Outage::default(),
+        })
+    }
+
+    fn client(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+        settings
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -36,11 +51,43 @@ impl Producer {
                 "message.timeout.ms",
                 settings.timeout.as_millis().to_string(),
             )
-            .create()?;
-        Ok(Self {
-            inner,
-            timeout: settings.timeout,
-        })
+            .create()
+            .map_err(KafkaError::Client)
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// An idempotent producer whose messages timed out (a broker paused or restarted) can hit
+    /// a fatal error — a sequence gap the broker cannot resolve — after which every send fails.
+    /// The records it lost were never acknowledged, so their callers retry them; a new client
+    /// lets those retries succeed instead of failing forever.
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        use rdkafka::producer::Producer as _;
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if !std::ptr::eq(inner.client().native_ptr(), failed.client().native_ptr()) {
+            return; // another task replaced it already
+        }
+        match Self::client(&self.settings) {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it with a new one");
+                *inner = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "Kafka producer hit a fatal error and could not be recreated"),
+        }
+    }
+
+    /// A backoff for waiting out a broker outage; every clone of this producer shares the
+    /// outage, so it is logged once however many tasks wait.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::shared("Kafka", self.outage.clone())
     }
 
     /// Produces `record` and waits for the broker's acknowledgement. Returns (partition, offset).
@@ -60,19 +107,25 @@ impl Producer {
         if let Some(value) = record.value {
             future = future.payload(value);
         }
-        self.inner
-            .send(future, self.timeout)
-            .await
-            .map(|delivery| (delivery.partition, delivery.offset))
-            .map_err(|(source, _)| KafkaError::Delivery {
-                topic: record.topic.to_owned(),
-                source,
-            })
+        let producer = self.current();
+        let result = producer.send(future, self.timeout).await;
+        match result {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((source, _)) => {
+                self.replace_if_fatal(&producer);
+                Err(KafkaError::Delivery {
+                    topic: record.topic.to_owned(),
+                    source,
+                })
+            }
+        }
     }
 
     /// Waits for everything in flight to be delivered.
     pub fn flush(&self) -> Result<(), KafkaError> {
         use rdkafka::producer::Producer as _;
-        self.inner.flush(self.timeout).map_err(KafkaError::Client)
+        self.current()
+            .flush(self.timeout)
+            .map_err(KafkaError::Client)
     }
 }

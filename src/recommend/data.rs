@@ -32,7 +32,7 @@ const TITLE_COLUMN: &[&str] = &["movie_title", "title"];
 /// Why the MovieLens data could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("MovieLens file {} does not exist; run `make data` to install it", path.display())]
+    #[error("MovieLens file {} does not exist; run `make data` to install it, or point --data-dir (RECQ_DATA_DIR) at its directory", path.display())]
     Missing { path: PathBuf },
     #[error("cannot open MovieLens file {}: {source}", path.display())]
     Io {
