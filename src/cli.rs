@@ -37,7 +37,7 @@ pub struct GlobalArgs {
 
     /// Extra librdkafka client property KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL,
     /// sasl.mechanism=SCRAM-SHA-512, ssl.ca.location=/etc/ssl/ca.pem).
-    #[arg(long = "kafka-property", env = "RECQ_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property, global = true)]
+    #[arg(long = "kafka-property", env = "RECQ_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property, hide_env_values = true, global = true)]
     pub kafka_properties: Vec<(String, String)>,
 
     /// Postgres URL (add ?sslmode=require for TLS).
@@ -55,6 +55,7 @@ pub struct GlobalArgs {
         long,
         env = "RECQ_REGISTRY_URL",
         default_value = "http://127.0.0.1:8081",
+        hide_env_values = true,
         global = true
     )]
     pub registry_url: String,
@@ -103,6 +104,9 @@ pub struct WorkerArgs {
     /// Movies recommended per job.
     #[arg(long, env = "RECQ_TOP_N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub top_n: u32,
+    /// Requests whose value is larger than this many bytes are dead-lettered as `too-large`.
+    #[arg(long, env = "RECQ_MAX_MESSAGE_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub max_message_bytes: u64,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -120,7 +124,7 @@ pub struct ProjectorArgs {
     #[arg(long, env = "RECQ_PROJECTOR_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
     /// ...or after this many milliseconds.
-    #[arg(long, env = "RECQ_PROJECTOR_FLUSH_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, env = "RECQ_PROJECTOR_FLUSH_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub flush_ms: u64,
 }
 
@@ -147,17 +151,53 @@ pub enum Command {
     /// Show a job, or all jobs of a user.
     Status {
         /// The job id.
-        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        #[arg(required_unless_present_any = ["user", "stalled"], conflicts_with_all = ["user", "stalled"])]
         job_id: Option<String>,
         /// Show the jobs of this user instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stalled")]
         user: Option<i64>,
+        /// List jobs in `process` for longer than --stalled-after-secs instead.
+        #[arg(long)]
+        stalled: bool,
+        /// How long a job may stay in `process` before it counts as stalled.
+        #[arg(long, env = "RECQ_STALLED_AFTER_SECS", default_value_t = 300)]
+        stalled_after_secs: u64,
     },
+    /// Inspect dead letters, or re-publish them to their original topic after a fix.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Check that the table equals the fold of the log up to the stored positions.
     Verify {
         /// Give up if a partition yields nothing for this many seconds before its position.
         #[arg(long, default_value_t = 30)]
         idle_secs: u64,
+    },
+    /// Replay the log into shadow tables, then swap them in (resumes if interrupted).
+    Rebuild {
+        /// Discard an interrupted rebuild's progress and start from offset 0.
+        #[arg(long)]
+        restart: bool,
+        /// Events per shadow-table transaction.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        batch_size: u32,
+        /// Consider the log caught up after this many milliseconds without new events.
+        #[arg(long, default_value_t = 2_000)]
+        idle_ms: u64,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Remove finished jobs older than a given age, through the log (tombstones).
+    Prune {
+        /// Age of the last status change, e.g. 30d, 12h, 45m, 90s.
+        #[arg(long, value_parser = parse_age)]
+        older_than: chrono::Duration,
+    },
+    /// Erase a user through the log: their jobs and recommendations leave the table, stay
+    /// gone after a rebuild, and later events for them are dropped.
+    EraseUser {
+        /// The user id.
+        user: i64,
     },
     /// Run everything on real MovieLens data: registry, worker, projector, requests, verify.
     Demo {
@@ -180,6 +220,67 @@ pub enum Command {
     },
 }
 
+/// Parses an age such as `30d`, `12h`, `45m` or `90s`.
+pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age like 30d, 12h, 45m or 90s"))?;
+    match unit {
+        "d" => Ok(chrono::Duration::days(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "s" | "" => Ok(chrono::Duration::seconds(n)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use d, h, m or s)")),
+    }
+}
+
+/// A dead-letter topic: of the requests (worker) or of the jobs events (projector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DlqTopic {
+    Requests,
+    Jobs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Print every dead letter, one line each (position, reason, origin, first failure,
+    /// attempt, key, value preview, error), reading from the beginning.
+    List {
+        /// Only this dead-letter topic (default: both).
+        #[arg(long, value_enum)]
+        topic: Option<DlqTopic>,
+        /// Stop after this many dead letters per topic.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Stop reading when nothing arrived for this many seconds.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
+        idle_secs: u64,
+    },
+    /// Re-publish selected dead letters (key, value, headers) to the topic they came from.
+    #[command(group(clap::ArgGroup::new("selection").required(true).args(["offsets", "reason", "all"])))]
+    Redrive {
+        /// The dead-letter topic to redrive from.
+        #[arg(long, value_enum)]
+        topic: DlqTopic,
+        /// Dead letters by position, as shown by `recq dlq list`: PARTITION:OFFSET, or OFFSET
+        /// when only one partition has it. Repeatable.
+        #[arg(long = "offset", value_name = "[PARTITION:]OFFSET", num_args = 1..)]
+        offsets: Vec<String>,
+        /// Every dead letter with this reason code (e.g. too-large).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every dead letter of the topic.
+        #[arg(long)]
+        all: bool,
+        /// Stop reading the dead-letter topic when nothing arrived for this many seconds.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
+        idle_secs: u64,
+    },
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
@@ -195,6 +296,15 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ages_take_days_hours_minutes_or_seconds() {
+        assert_eq!(parse_age("30d"), Ok(chrono::Duration::days(30)));
+        assert_eq!(parse_age("12h"), Ok(chrono::Duration::hours(12)));
+        assert_eq!(parse_age("0s"), Ok(chrono::Duration::zero()));
+        assert!(parse_age("3w").is_err());
+        assert!(parse_age("d").is_err());
     }
 
     #[test]

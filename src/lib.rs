@@ -5,12 +5,15 @@
 //! `projector`, `verify` and `app` are where they meet.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod kafka;
+pub mod metrics;
 pub mod projector;
+pub mod rebuild;
 pub mod recommend;
 pub mod registry;
 pub mod retry;

@@ -39,6 +39,7 @@ fn worker_config(args: &WorkerArgs) -> WorkerConfig {
         concurrency: args.concurrency as usize,
         top_n: args.top_n as usize,
         drain_timeout: Duration::from_secs(10),
+        max_message_bytes: usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX),
     }
 }
 
@@ -56,12 +57,14 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
     match cli.command {
         Command::Worker(args) => {
             let recommender = app::recommender(&config::data_dir(&args.data))?;
+            let projection = app::database(&settings, &settings.database_url).await?;
             let (codec, producer) = app::kafka(&settings).await?;
             let deps = WorkerDeps {
                 topics: settings.topics.clone(),
                 codec,
                 producer,
                 recommender,
+                projection: Some(projection),
             };
             worker::run(worker_config(&args), settings.kafka.clone(), deps, cancel).await?;
         }
@@ -104,14 +107,28 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
                 println!("{job}");
             }
         }
-        Command::Status { job_id, user } => {
+        Command::Status {
+            job_id,
+            user,
+            stalled,
+            stalled_after_secs,
+        } => {
             let pool = app::database(&settings, &settings.database_url).await?;
             match (job_id, user) {
                 (Some(job), _) => tools::print_job(&pool, &job).await?,
                 (None, Some(user)) => tools::print_user(&pool, user).await?,
-                (None, None) => return Err(AppError::Invalid("give a JOB_ID or --user".into())),
+                (None, None) if stalled => {
+                    let after = Duration::from_secs(stalled_after_secs);
+                    tools::print_stalled(&pool, after).await?;
+                }
+                (None, None) => {
+                    return Err(AppError::Invalid(
+                        "give a JOB_ID, --user or --stalled".into(),
+                    ));
+                }
             }
         }
+        Command::Dlq(command) => app::dlq::run(&settings, command).await?,
         Command::Verify { idle_secs } => {
             let pool = app::database(&settings, &settings.database_url).await?;
             let (codec, _) = app::kafka(&settings).await?;
@@ -127,6 +144,54 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             if !report.is_consistent() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Rebuild {
+            restart,
+            batch_size,
+            idle_ms,
+            no_progress,
+        } => {
+            let pool = app::database(&settings, &settings.database_url).await?;
+            let (codec, _) = app::kafka(&settings).await?;
+            let options = recq::rebuild::RebuildOptions {
+                restart,
+                batch_size: batch_size as usize,
+                idle: Duration::from_millis(idle_ms),
+                progress: !no_progress,
+            };
+            let report = recq::rebuild::rebuild(
+                &settings.kafka,
+                &settings.topics,
+                &codec,
+                &pool,
+                &options,
+                &cancel,
+            )
+            .await?;
+            println!(
+                "rebuilt {} rows from {} events in {:.1} s ({:.0} events/s){}",
+                report.rows,
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events as f64 / report.elapsed.as_secs_f64().max(0.001),
+                if report.resumed { ", resumed" } else { "" }
+            );
+        }
+        Command::Prune { older_than } => {
+            let pool = app::database(&settings, &settings.database_url).await?;
+            let (_, producer) = app::kafka(&settings).await?;
+            let pruned = tools::prune(&pool, &producer, &settings.topics, older_than).await?;
+            println!(
+                "{pruned} finished jobs older than {older_than} pruned (tombstones published)"
+            );
+        }
+        Command::EraseUser { user } => {
+            let user = recq::domain::UserId::new(user)
+                .map_err(|e| AppError::Invalid(format!("user: {e}")))?;
+            let pool = app::database(&settings, &settings.database_url).await?;
+            let (codec, producer) = app::kafka(&settings).await?;
+            let jobs = tools::erase_user(&pool, &codec, &producer, &settings.topics, user).await?;
+            println!("user {user} erased ({jobs} jobs tombstoned); the projector applies it");
         }
         Command::Demo {
             users,

@@ -17,6 +17,7 @@ use crate::domain::{JobId, JobRow, Projection, RecommendedMovie, UserId};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::consumer::Partition;
 use crate::kafka::{KafkaError, KafkaSettings, Topics, consumer};
+use crate::projector::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -139,7 +140,11 @@ pub async fn verify(
         .execute(&mut *tx)
         .await
         .map_err(DbError::from)?;
-    let positions = db::offsets::read(&mut tx, &[&topics.jobs, &topics.recommendations]).await?;
+    let positions = db::offsets::read(
+        &mut tx,
+        &[&topics.jobs, &topics.recommendations, &topics.erasures],
+    )
+    .await?;
     let rows = db::jobs::all_jobs(&mut tx).await?;
     let lists = db::jobs::all_recommendations(&mut tx).await?;
     tx.commit().await.map_err(DbError::from)?;
@@ -211,18 +216,12 @@ async fn fold_log(
             continue;
         }
         report.events_read += 1;
-        if key.0 == topics.jobs {
-            match decode(|| codec.decode_job_event(message.key(), message.payload())).await? {
-                Some(event) => projection.apply_job(&event),
-                None => report.undecodable += 1,
-            }
-        } else {
-            match decode(|| codec.decode_recommendations_event(message.key(), message.payload()))
-                .await?
-            {
-                Some(event) => projection.apply_recommendations(&event),
-                None => report.undecodable += 1,
-            }
+        let message = message.detach();
+        match decode(|| crate::projector::decode_event(codec, topics, &message)).await? {
+            Some(Event::Job(event)) => projection.apply_job(&event),
+            Some(Event::Recommendations(event)) => projection.apply_recommendations(&event),
+            Some(Event::Erasure(event)) => projection.apply_erasure(&event),
+            None => report.undecodable += 1,
         }
         if message.offset() + 1 >= stored {
             remaining.remove(&key);

@@ -62,9 +62,10 @@ start() {
         --storage-engine memory://tansu/ >"$LOG" 2>&1 &
       ;;
     nisshi)
+      # nisshi resolves sqlite:// paths against its working directory.
       mkdir -p "$CACHE/nisshi-data"
-      nohup "$NISSHI" broker --listener-url "$url" --advertised-listener-url "$url" \
-        --storage-engine "sqlite://$CACHE/nisshi-data/broker-$PORT.db" >"$LOG" 2>&1 &
+      (cd "$CACHE/nisshi-data" && exec nohup "$NISSHI" broker --listener-url "$url" \
+        --advertised-listener-url "$url" --storage-engine "sqlite://broker-$PORT.db") >"$LOG" 2>&1 &
       ;;
   esac
   echo $! >"$PIDFILE"

@@ -112,6 +112,7 @@ pub async fn run(
             codec: codec.clone(),
             producer: producer.clone(),
             recommender: recommender.clone(),
+            projection: Some(pool.clone()),
         },
         services.clone(),
     ));

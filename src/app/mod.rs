@@ -2,6 +2,7 @@
 //! errors that name the problem and the fix.
 
 pub mod demo;
+pub mod dlq;
 pub mod tools;
 
 use std::path::Path;
@@ -20,9 +21,7 @@ use crate::recommend::{DataError, Ratings, Recommender};
 /// Errors that end a command. Each message says what failed and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error(
-        "cannot use Postgres at {url}: {source}; check DATABASE_URL and that the server is running"
-    )]
+    #[error("cannot use Postgres at {url}: {source}{}", postgres_fix(.source))]
     Postgres {
         url: String,
         #[source]
@@ -47,11 +46,24 @@ pub enum AppError {
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
     #[error(transparent)]
+    Rebuild(#[from] crate::rebuild::RebuildError),
+    #[error(transparent)]
     Projector(#[from] crate::projector::ProjectorError),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
     Failed(String),
+}
+
+/// The fix to suggest after a Postgres error, unless the error already names it.
+fn postgres_fix(error: &DbError) -> &'static str {
+    match error {
+        DbError::BadUrl { .. } => {
+            "; set DATABASE_URL to postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require]"
+        }
+        DbError::NewerSchema { .. } => "",
+        _ => "; check DATABASE_URL and that the server is running",
+    }
 }
 
 /// Connects to `url` and brings the schema up to date.

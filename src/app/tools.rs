@@ -86,6 +86,22 @@ pub async fn print_user(pool: &PgPool, user: i64) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Prints jobs in `process` whose attempt started more than `after` ago.
+pub async fn print_stalled(pool: &PgPool, after: std::time::Duration) -> Result<(), AppError> {
+    let after = chrono::Duration::from_std(after)
+        .map_err(|_| AppError::Invalid("--stalled-after-secs is too large".into()))?;
+    let rows = db::jobs::stalled(pool, now() - after).await?;
+    println!(
+        "{} jobs in process for more than {}s",
+        rows.len(),
+        after.num_seconds()
+    );
+    for row in rows {
+        println!("{}", describe(&row));
+    }
+    Ok(())
+}
+
 /// One line per job: id, user, status, attempt, times.
 pub fn describe(row: &JobRow) -> String {
     let mut line = format!(
@@ -107,4 +123,72 @@ pub fn describe(row: &JobRow) -> String {
         line.push_str(&format!(" error={e:?}"));
     }
     line
+}
+
+/// Publishes tombstones (jobs and recommendations topics) for every finished job whose last
+/// change is older than `older_than`; the projector removes them, and a rebuild cannot bring
+/// them back. Returns how many jobs were pruned.
+pub async fn prune(
+    pool: &PgPool,
+    producer: &Producer,
+    topics: &Topics,
+    older_than: chrono::Duration,
+) -> Result<usize, AppError> {
+    let cutoff = now() - older_than;
+    let jobs = db::jobs::finished_before(pool, cutoff).await?;
+    let keys: Vec<String> = jobs.iter().map(JobId::to_string).collect();
+    tombstone(producer, topics, &keys).await?;
+    Ok(jobs.len())
+}
+
+/// Erases a user through the log: publishes `UserErased` (the projector removes the user's
+/// rows and drops their later events), then tombstones for each of their jobs so compaction
+/// removes the jobs' events from the log too. Returns how many jobs were tombstoned.
+pub async fn erase_user(
+    pool: &PgPool,
+    codec: &Codec,
+    producer: &Producer,
+    topics: &Topics,
+    user: UserId,
+) -> Result<usize, AppError> {
+    let erasure = crate::domain::UserErased {
+        user_id: user,
+        erased_at: now(),
+    };
+    let value = codec
+        .encode_erasure(&topics.erasures, &erasure)
+        .await
+        .map_err(|e| AppError::Failed(format!("cannot encode the erasure: {e}")))?;
+    let key = user.to_string();
+    producer
+        .send(Outgoing {
+            topic: &topics.erasures,
+            key: key.as_bytes(),
+            value: Some(&value),
+            headers: Vec::new(),
+        })
+        .await?;
+    let jobs: Vec<String> = db::jobs::jobs_of_user(pool, user)
+        .await?
+        .iter()
+        .map(|row| row.job_id.to_string())
+        .collect();
+    tombstone(producer, topics, &jobs).await?;
+    Ok(jobs.len())
+}
+
+/// Publishes tombstones for `jobs` on the jobs and recommendations topics.
+async fn tombstone(producer: &Producer, topics: &Topics, jobs: &[String]) -> Result<(), AppError> {
+    let sends = jobs.iter().flat_map(|key| {
+        [&topics.jobs, &topics.recommendations].map(|topic| {
+            producer.send(Outgoing {
+                topic,
+                key: key.as_bytes(),
+                value: None,
+                headers: Vec::new(),
+            })
+        })
+    });
+    futures::future::try_join_all(sends).await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use super::DbError;
 use crate::domain::fold::Pending;
 use crate::domain::{
-    JobId, JobRow, JobStatus, MovieId, RecommendationsReady, RecommendedMovie, UserId,
+    JobId, JobRow, JobStatus, MovieId, RecommendationsReady, RecommendedMovie, UserErased, UserId,
 };
 
 /// The columns `job_row` reads; a macro so that queries stay static strings.
@@ -40,12 +40,78 @@ async fn ensure_users(
     Ok(())
 }
 
+/// Which of `users` are erased.
+async fn erased_among(
+    conn: &mut PgConnection,
+    users: impl Iterator<Item = UserId>,
+) -> Result<std::collections::BTreeSet<UserId>, DbError> {
+    let ids: Vec<i32> = users.map(|u| u.get()).collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let erased: Vec<i32> =
+        sqlx::query_scalar("SELECT user_id FROM erased_users WHERE user_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(erased
+        .into_iter()
+        .filter_map(|id| UserId::new(id.into()).ok())
+        .collect())
+}
+
+/// Records erasures and removes the users' rows. On the live tables the user row goes too
+/// (its foreign keys cascade); a rebuild's shadow tables only lose their own rows.
+pub async fn apply_erasures(
+    conn: &mut PgConnection,
+    erasures: &[UserErased],
+    delete_user_rows: bool,
+) -> Result<(), DbError> {
+    if erasures.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i32> = erasures.iter().map(|e| e.user_id.get()).collect();
+    let times: Vec<DateTime<Utc>> = erasures.iter().map(|e| e.erased_at).collect();
+    sqlx::query(
+        "INSERT INTO erased_users (user_id, erased_at) \
+         SELECT * FROM UNNEST($1::int4[], $2::timestamptz[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&times)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM recommendation_queues WHERE user_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM recommendations WHERE user_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    if delete_user_rows {
+        sqlx::query("DELETE FROM users WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What applying job changes did besides writing rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JobsApplied {
+    /// Changes dropped because their user was erased.
+    pub erased: usize,
+    /// Changes that lost to a row already as new or newer (stale or duplicate events).
+    pub stale: u64,
+}
+
 /// Applies coalesced job changes: deletes where a tombstone was seen, then one guarded upsert.
 /// Equivalent to `Pending::apply_to` for every job.
 pub async fn apply_jobs(
     conn: &mut PgConnection,
     pending: &BTreeMap<JobId, Pending<JobRow>>,
-) -> Result<(), DbError> {
+) -> Result<JobsApplied, DbError> {
     let reset: Vec<uuid::Uuid> = pending
         .iter()
         .filter(|(_, p)| p.reset)
@@ -58,11 +124,17 @@ pub async fn apply_jobs(
             .await?;
     }
     let rows: Vec<&JobRow> = pending.values().filter_map(|p| p.value.as_ref()).collect();
+    let erased = erased_among(&mut *conn, rows.iter().map(|r| r.user_id)).await?;
+    let (rows, dropped): (Vec<&JobRow>, Vec<&JobRow>) =
+        rows.into_iter().partition(|r| !erased.contains(&r.user_id));
     if rows.is_empty() {
-        return Ok(());
+        return Ok(JobsApplied {
+            erased: dropped.len(),
+            stale: 0,
+        });
     }
     ensure_users(&mut *conn, rows.iter().map(|r| r.user_id)).await?;
-    sqlx::query(
+    let written = sqlx::query(
         "INSERT INTO recommendation_queues (job_id, user_id, status, processing_time, created_at, \
              updated_at, started_at, finished_at, attempt, last_error, seq) \
          SELECT job_id, user_id, status::job_status, processing_time, created_at, updated_at, \
@@ -96,8 +168,12 @@ pub async fn apply_jobs(
     )
     .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(JobsApplied {
+        erased: dropped.len(),
+        stale: (rows.len() as u64).saturating_sub(written),
+    })
 }
 
 /// Applies coalesced recommendation lists: delete where a tombstone was seen, then insert;
@@ -105,7 +181,7 @@ pub async fn apply_jobs(
 pub async fn apply_recommendations(
     conn: &mut PgConnection,
     pending: &BTreeMap<JobId, Pending<RecommendationsReady>>,
-) -> Result<(), DbError> {
+) -> Result<usize, DbError> {
     let reset: Vec<uuid::Uuid> = pending
         .iter()
         .filter(|(_, p)| p.reset)
@@ -119,8 +195,12 @@ pub async fn apply_recommendations(
     }
     let lists: Vec<&RecommendationsReady> =
         pending.values().filter_map(|p| p.value.as_ref()).collect();
+    let erased = erased_among(&mut *conn, lists.iter().map(|l| l.user_id)).await?;
+    let (lists, dropped): (Vec<&RecommendationsReady>, Vec<&RecommendationsReady>) = lists
+        .into_iter()
+        .partition(|l| !erased.contains(&l.user_id));
     if lists.is_empty() {
-        return Ok(());
+        return Ok(dropped.len());
     }
     ensure_users(&mut *conn, lists.iter().map(|l| l.user_id)).await?;
     let items = || {
@@ -144,7 +224,7 @@ pub async fn apply_recommendations(
     .bind(items().map(|(_, i)| i.score).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(dropped.len())
 }
 
 fn job_row(row: &PgRow) -> Result<JobRow, DbError> {
@@ -319,4 +399,16 @@ pub async fn stalled(pool: &PgPool, before: DateTime<Utc>) -> Result<Vec<JobRow>
     .fetch_all(pool)
     .await?;
     rows.iter().map(job_row).collect()
+}
+
+/// Finished (done or failed) jobs whose last change happened before `before`.
+pub async fn finished_before(pool: &PgPool, before: DateTime<Utc>) -> Result<Vec<JobId>, DbError> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT job_id FROM recommendation_queues \
+         WHERE status IN ('done', 'failed') AND updated_at < $1 ORDER BY job_id",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(JobId::from_uuid).collect())
 }

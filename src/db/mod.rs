@@ -3,6 +3,7 @@
 pub mod jobs;
 pub mod offsets;
 pub mod pool;
+pub mod rebuild;
 pub mod registry;
 
 pub use pool::{MIGRATOR, connect, migrate, recreate_database};
@@ -42,11 +43,30 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
+            Self::Query(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|c| is_transient_state(&c))
+            }
             Self::Query(e) => matches!(
                 e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
             ),
             _ => false,
         }
     }
+}
+
+/// SQLSTATEs that a retry can outlive: connection failures (class 08), the server shutting
+/// down or starting (57P01-57P03), too many connections (53300), serialization failures and
+/// deadlocks (40001, 40P01).
+fn is_transient_state(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
 }

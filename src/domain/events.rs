@@ -61,6 +61,13 @@ pub struct RecommendationsReady {
     pub items: Vec<RecommendedMovie>,
 }
 
+/// A user's data must be erased; keyed by user id on the erasures topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserErased {
+    pub user_id: UserId,
+    pub erased_at: DateTime<Utc>,
+}
+
 /// One attempt at running a job: produces its status events in order.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRun {

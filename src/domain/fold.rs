@@ -3,14 +3,16 @@
 //!
 //! A row is the state carried by the job's newest event (highest `seq`; on a tie the first one
 //! wins), so duplicates, redeliveries and stale events are no-ops. A tombstone removes the row;
-//! events after it start from nothing.
+//! events after it start from nothing. An erased user's rows are removed and every event for
+//! them is dropped, before or after the erasure, so the result does not depend on how the
+//! erasures topic interleaves with the others.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::events::{JobStatusChanged, RecommendationsReady};
+use super::events::{JobStatusChanged, RecommendationsReady, UserErased};
 use super::ids::{JobId, UserId};
 use super::status::JobStatus;
 
@@ -172,17 +174,39 @@ fn coalesce<'a, E: 'a, T>(
 pub struct Projection {
     pub jobs: BTreeMap<JobId, JobRow>,
     pub recommendations: BTreeMap<JobId, RecommendationsReady>,
+    pub erased: BTreeSet<UserId>,
+    /// Events dropped because their user was erased.
+    pub dropped: u64,
 }
 
 impl Projection {
     pub fn apply_job(&mut self, event: &JobEvent) {
+        if let JobEvent::Status(e) = event
+            && self.erased.contains(&e.user_id)
+        {
+            self.dropped += 1;
+            return;
+        }
         step_map(&mut self.jobs, event.job_id(), |row| apply(row, event));
     }
 
     pub fn apply_recommendations(&mut self, event: &RecommendationsEvent) {
+        if let RecommendationsEvent::Ready(e) = event
+            && self.erased.contains(&e.user_id)
+        {
+            self.dropped += 1;
+            return;
+        }
         step_map(&mut self.recommendations, event.job_id(), |current| {
             apply_recommendations(current, event)
         });
+    }
+
+    pub fn apply_erasure(&mut self, event: &UserErased) {
+        let user = event.user_id;
+        self.erased.insert(user);
+        self.jobs.retain(|_, row| row.user_id != user);
+        self.recommendations.retain(|_, list| list.user_id != user);
     }
 }
 

@@ -8,6 +8,7 @@ pub mod status;
 
 pub use events::{
     JobRun, JobStatusChanged, RecommendationRequested, RecommendationsReady, RecommendedMovie,
+    UserErased,
 };
 pub use fold::{JobEvent, JobRow, Projection, RecommendationsEvent};
 pub use ids::{IdError, JobId, MovieId, UserId};

@@ -45,6 +45,7 @@ pub async fn ensure_topics(
         (&topics.recommendations, &compacted),
         (&topics.requests_dlq, &plain),
         (&topics.jobs_dlq, &plain),
+        (&topics.erasures, &compacted),
     ];
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()

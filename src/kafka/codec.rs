@@ -16,8 +16,9 @@ use uuid::Uuid;
 use super::Topics;
 use crate::domain::{
     JobEvent, JobId, JobStatus, JobStatusChanged, MovieId, RecommendationRequested,
-    RecommendationsEvent, RecommendationsReady, RecommendedMovie, UserId,
+    RecommendationsEvent, RecommendationsReady, RecommendedMovie, UserErased, UserId,
 };
+use crate::retry::{Backoff, Outage};
 
 pub const REQUESTED_SCHEMA: &str = include_str!("../../schemas/recommendation_requested.avsc");
 pub const STATUS_SCHEMA: &str = include_str!("../../schemas/job_status_changed.avsc");
@@ -26,6 +27,8 @@ pub const READY_SCHEMA: &str = include_str!("../../schemas/recommendations_ready
 const REQUESTED_NAME: &str = "recq.v1.RecommendationRequested";
 const STATUS_NAME: &str = "recq.v1.JobStatusChanged";
 const READY_NAME: &str = "recq.v1.RecommendationsReady";
+pub const ERASED_SCHEMA: &str = include_str!("../../schemas/user_erased.avsc");
+const ERASED_NAME: &str = "recq.v1.UserErased";
 
 /// Why a record can never be decoded. `code()` is the stable reason put on dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,10 @@ pub enum Poison {
     InvalidField,
     /// The record key is missing or not what the topic requires.
     BadKey,
+    /// The value is larger than the configured limit.
+    TooLarge,
+    /// A job id already used for another user (a job id names exactly one request).
+    DuplicateJobId,
 }
 
 impl Poison {
@@ -56,6 +63,8 @@ impl Poison {
             Self::Undecodable => "undecodable-avro",
             Self::InvalidField => "invalid-field",
             Self::BadKey => "bad-key",
+            Self::TooLarge => "too-large",
+            Self::DuplicateJobId => "duplicate-job-id",
         }
     }
 }
@@ -80,6 +89,7 @@ fn poison(kind: Poison, detail: impl Into<String>) -> CodecError {
 pub struct Codec {
     encoder: std::sync::Arc<AvroEncoder>,
     decoder: std::sync::Arc<AvroDecoder>,
+    registry_outage: Outage,
 }
 
 impl Codec {
@@ -91,7 +101,14 @@ impl Codec {
             decoder: std::sync::Arc::new(AvroDecoder::new(SrSettings::new(
                 registry_url.to_owned(),
             ))),
+            registry_outage: Outage::default(),
         }
+    }
+
+    /// A backoff for waiting out a registry outage; every clone of this codec shares the
+    /// outage, so it is logged once however many tasks wait.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::shared("schema registry", self.registry_outage.clone())
     }
 
     /// Registers recq's schemas under the topic-name strategy (idempotent).
@@ -100,6 +117,7 @@ impl Codec {
             (&topics.requests, REQUESTED_SCHEMA, REQUESTED_NAME),
             (&topics.jobs, STATUS_SCHEMA, STATUS_NAME),
             (&topics.recommendations, READY_SCHEMA, READY_NAME),
+            (&topics.erasures, ERASED_SCHEMA, ERASED_NAME),
         ] {
             let strategy = strategy(topic, schema, name);
             let subject = strategy.get_subject().map_err(|e| self.encode_error(e))?;
@@ -248,6 +266,22 @@ impl Codec {
     }
 
     /// Decodes a record of the recommendations topic; a null value is a tombstone.
+    pub async fn encode_erasure(&self, topic: &str, e: &UserErased) -> Result<Vec<u8>, CodecError> {
+        let value = Value::Record(vec![
+            ("user_id".into(), Value::Long(e.user_id.get().into())),
+            ("erased_at".into(), timestamp(e.erased_at)),
+        ]);
+        self.encode(topic, ERASED_SCHEMA, ERASED_NAME, value).await
+    }
+
+    pub async fn decode_erasure(&self, payload: Option<&[u8]>) -> Result<UserErased, CodecError> {
+        let f = self.decode(payload, ERASED_NAME).await?;
+        Ok(UserErased {
+            user_id: f.user_id("user_id")?,
+            erased_at: f.timestamp("erased_at")?,
+        })
+    }
+
     pub async fn decode_recommendations_event(
         &self,
         key: Option<&[u8]>,
@@ -354,11 +388,14 @@ fn classify_decode_error(e: &SRCError) -> CodecError {
     }
 }
 
+/// The error text, with any credentials in URLs it quotes masked (a registry URL may carry
+/// basic-auth credentials).
 fn describe(e: &SRCError) -> String {
-    match &e.cause {
+    let text = match &e.cause {
         Some(cause) => format!("{} ({cause})", e.error),
         None => e.error.clone(),
-    }
+    };
+    crate::config::redact_urls_in(&text)
 }
 
 fn tombstone_key(key: Option<&[u8]>) -> Result<JobId, CodecError> {

@@ -13,12 +13,35 @@ use rdkafka::ClientConfig;
 
 /// How to reach the cluster. `properties` pass librdkafka settings through unchanged
 /// (`security.protocol`, `sasl.*`, `ssl.*`, ...), so TLS and SASL need no code of ours.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub properties: Vec<(String, String)>,
     /// How long to wait for the cluster before calling it unreachable.
     pub timeout: Duration,
+}
+
+/// Prints secret properties (`sasl.password`, ...) as `***`.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if crate::config::is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl KafkaSettings {
@@ -40,6 +63,8 @@ pub struct Topics {
     pub recommendations: String,
     pub requests_dlq: String,
     pub jobs_dlq: String,
+    /// User erasures (compacted, key = user id).
+    pub erasures: String,
 }
 
 impl Topics {
@@ -51,6 +76,7 @@ impl Topics {
             recommendations: format!("{prefix}recq.recommendations"),
             requests_dlq: format!("{prefix}recq.requests.dlq"),
             jobs_dlq: format!("{prefix}recq.jobs.dlq"),
+            erasures: format!("{prefix}recq.erasures"),
         }
     }
 }
@@ -88,6 +114,59 @@ pub enum KafkaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_properties(properties: &[(&str, &str)]) -> KafkaSettings {
+        KafkaSettings {
+            brokers: "127.0.0.1:1".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The local brokers speak neither TLS nor SASL, so this checks what can be checked
+    /// without one: librdkafka is built with TLS and SASL (PLAIN, SCRAM) and accepts the
+    /// settings an operator passes with `--kafka-property`; no connection is attempted.
+    #[tokio::test]
+    async fn tls_and_sasl_settings_are_accepted_by_the_kafka_clients() {
+        let cases: [&[(&str, &str)]; 3] = [
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-256"),
+                ("sasl.username", "recq"),
+                ("sasl.password", "s3cret"),
+            ],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "recq"),
+                ("sasl.password", "s3cret"),
+                ("ssl.endpoint.identification.algorithm", "https"),
+            ],
+            &[("security.protocol", "SSL")],
+        ];
+        for properties in cases {
+            let settings = with_properties(properties);
+            producer::Producer::new(&settings)
+                .unwrap_or_else(|e| panic!("producer with {properties:?}: {e}"));
+            let consumer =
+                consumer::group_consumer(&settings, "g", consumer::RebalanceContext::default());
+            assert!(consumer.is_ok(), "consumer with {properties:?}");
+            assert!(!format!("{settings:?}").contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn an_invalid_security_setting_is_an_error_not_a_panic() {
+        let settings = with_properties(&[("security.protocol", "CARRIER_PIGEON")]);
+        let error = producer::Producer::new(&settings)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("security.protocol"), "{error}");
+    }
 
     #[test]
     fn the_stored_offset_names_the_record_after_the_processed_one() {

@@ -6,7 +6,9 @@ use sqlx::PgPool;
 
 use crate::db::{self, DbError};
 use crate::domain::fold::{self, Pending};
-use crate::domain::{JobEvent, JobId, JobRow, RecommendationsEvent, RecommendationsReady};
+use crate::domain::{
+    JobEvent, JobId, JobRow, RecommendationsEvent, RecommendationsReady, UserErased, UserId,
+};
 use crate::kafka::consumer::Partition;
 use crate::kafka::next_offset;
 
@@ -15,6 +17,16 @@ use crate::kafka::next_offset;
 pub enum Event {
     Job(JobEvent),
     Recommendations(RecommendationsEvent),
+    Erasure(UserErased),
+}
+
+/// Where a batch is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The live tables in the `public` schema.
+    Live,
+    /// The shadow copies `recq rebuild` fills (schema `recq_rebuild`); `users` stays shared.
+    Shadow,
 }
 
 /// Records in arrival order. `None` marks a dead-lettered record: it changes no row but
@@ -29,6 +41,7 @@ pub struct Batch {
 pub struct Plan {
     pub jobs: BTreeMap<JobId, Pending<JobRow>>,
     pub recommendations: BTreeMap<JobId, Pending<RecommendationsReady>>,
+    pub erasures: Vec<UserErased>,
     pub positions: BTreeMap<Partition, i64>,
     /// Records skipped because the stored position was already past them.
     pub already_applied: usize,
@@ -75,6 +88,7 @@ impl Batch {
             match event {
                 Some(Event::Job(e)) => jobs.push(e),
                 Some(Event::Recommendations(e)) => recommendations.push(e),
+                Some(Event::Erasure(e)) => plan.erasures.push(e.clone()),
                 None => {}
             }
         }
@@ -85,8 +99,15 @@ impl Batch {
 
     /// Applies the batch: locks the positions, applies what is new, stores the positions,
     /// commits. Returns the stored positions.
-    pub async fn apply(&self, pool: &PgPool) -> Result<BTreeMap<Partition, i64>, DbError> {
+    pub async fn apply(
+        &self,
+        pool: &PgPool,
+        target: Target,
+    ) -> Result<BTreeMap<Partition, i64>, DbError> {
         let mut tx = pool.begin().await?;
+        if target == Target::Shadow {
+            db::rebuild::use_shadow_tables(&mut tx).await?;
+        }
         let stored = db::offsets::lock(&mut tx, &self.partitions()).await?;
         let plan = self.plan(&stored);
         if plan.already_applied > 0 {
@@ -95,10 +116,21 @@ impl Batch {
                 "skipped records applied before"
             );
         }
-        db::jobs::apply_jobs(&mut tx, &plan.jobs).await?;
-        db::jobs::apply_recommendations(&mut tx, &plan.recommendations).await?;
+        let erased: Vec<UserId> = plan.erasures.iter().map(|e| e.user_id).collect();
+        db::jobs::apply_erasures(&mut tx, &plan.erasures, target == Target::Live).await?;
+        let jobs = db::jobs::apply_jobs(&mut tx, &plan.jobs).await?;
+        let dropped =
+            jobs.erased + db::jobs::apply_recommendations(&mut tx, &plan.recommendations).await?;
+        if dropped > 0 || !erased.is_empty() {
+            crate::metrics::erased_user_events_dropped(dropped as u64);
+            tracing::info!(dropped, erased = ?erased, "events for erased users dropped");
+        }
         db::offsets::store(&mut tx, &plan.positions).await?;
         tx.commit().await?;
+        if jobs.stale > 0 {
+            crate::metrics::stale_updates_ignored(jobs.stale);
+            tracing::debug!(stale = jobs.stale, "stale or duplicate job changes ignored");
+        }
         tracing::debug!(
             records = self.records.len(),
             jobs = plan.jobs.len(),

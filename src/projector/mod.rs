@@ -23,7 +23,7 @@ use crate::kafka::consumer::{self, AssignmentChange, Partition, RebalanceContext
 use crate::kafka::producer::Producer;
 use crate::kafka::{KafkaError, KafkaSettings, Topics, dlq};
 use crate::retry::Backoff;
-pub use batch::Batch;
+pub use batch::{Batch, Event, Target};
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -40,6 +40,8 @@ pub enum ProjectorError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("cancelled while a dependency was unavailable")]
+    Cancelled,
 }
 
 /// Runs until `cancel` fires; flushes what it buffered before returning.
@@ -55,7 +57,7 @@ pub async fn run(
     let context = RebalanceContext::default();
     let consumer = consumer::group_consumer(&kafka, &config.group, context.clone())?;
     consumer
-        .subscribe(&[&topics.jobs, &topics.recommendations])
+        .subscribe(&[&topics.jobs, &topics.recommendations, &topics.erasures])
         .map_err(KafkaError::Client)?;
     let mut projector = Projector {
         consumer,
@@ -70,12 +72,14 @@ pub async fn run(
     };
     tracing::info!(group = %config.group, "projector started");
     let mut deadline = Instant::now() + config.flush_interval;
+    let mut dead_letters = crate::metrics::Reporter::new(Duration::from_secs(30));
     loop {
         projector.handle_rebalances().await?;
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {
                 projector.flush().await?;
+                dead_letters.tick("projector");
                 deadline = Instant::now() + config.flush_interval;
             }
             received = projector.consumer.recv() => {
@@ -99,8 +103,59 @@ pub async fn run(
     }
     projector.flush().await?;
     projector.commit();
+    dead_letters.final_report("projector");
     tracing::info!("projector stopped");
     Ok(())
+}
+
+/// Decodes a record of one of the projector's topics.
+pub async fn decode_event(
+    codec: &Codec,
+    topics: &Topics,
+    message: &OwnedMessage,
+) -> Result<batch::Event, CodecError> {
+    let (key, payload) = (message.key(), message.payload());
+    if message.topic() == topics.jobs {
+        codec
+            .decode_job_event(key, payload)
+            .await
+            .map(batch::Event::Job)
+    } else if message.topic() == topics.erasures {
+        codec
+            .decode_erasure(payload)
+            .await
+            .map(batch::Event::Erasure)
+    } else {
+        codec
+            .decode_recommendations_event(key, payload)
+            .await
+            .map(batch::Event::Recommendations)
+    }
+}
+
+/// Decodes a record of the jobs or recommendations topic, waiting out registry outages.
+/// Poison is returned as (reason code, detail). Shared with `recq rebuild`.
+pub async fn decode_with_retry(
+    codec: &Codec,
+    topics: &Topics,
+    message: &OwnedMessage,
+    cancel: &CancellationToken,
+) -> Result<Result<batch::Event, (&'static str, String)>, ProjectorError> {
+    let mut backoff = codec.backoff();
+    loop {
+        match decode_event(codec, topics, message).await {
+            Ok(event) => {
+                backoff.recovered();
+                return Ok(Ok(event));
+            }
+            Err(CodecError::Poison { kind, detail }) => return Ok(Err((kind.code(), detail))),
+            Err(CodecError::Transient(e)) => {
+                if !backoff.wait(&e, cancel).await {
+                    return Err(ProjectorError::Cancelled);
+                }
+            }
+        }
+    }
 }
 
 struct Projector {
@@ -173,45 +228,18 @@ impl Projector {
                     dlq::dead_letter(&self.producer, &dlq_topic, &message, kind, &detail)
                 })
                 .await?;
+                crate::metrics::dead_lettered(crate::metrics::Stream::Jobs, kind);
                 self.batch.skip(partition, message.offset());
             }
         }
         Ok(())
     }
 
-    /// Decodes one record, waiting out registry outages. Poison is returned as (code, detail).
     async fn decode(
         &self,
         message: &OwnedMessage,
     ) -> Result<Result<batch::Event, (&'static str, String)>, ProjectorError> {
-        let mut backoff = Backoff::new("schema registry");
-        loop {
-            let result = if message.topic() == self.topics.jobs {
-                self.codec
-                    .decode_job_event(message.key(), message.payload())
-                    .await
-                    .map(batch::Event::Job)
-            } else {
-                self.codec
-                    .decode_recommendations_event(message.key(), message.payload())
-                    .await
-                    .map(batch::Event::Recommendations)
-            };
-            match result {
-                Ok(event) => {
-                    backoff.recovered();
-                    return Ok(Ok(event));
-                }
-                Err(CodecError::Poison { kind, detail }) => return Ok(Err((kind.code(), detail))),
-                Err(CodecError::Transient(e)) => {
-                    if !backoff.wait(&e, &self.cancel).await {
-                        return Err(ProjectorError::Kafka(KafkaError::Task(
-                            "cancelled while the schema registry was unavailable".into(),
-                        )));
-                    }
-                }
-            }
-        }
+        decode_with_retry(&self.codec, &self.topics, message, &self.cancel).await
     }
 
     async fn retry_kafka<F, Fut>(&self, mut send: F) -> Result<(), ProjectorError>
@@ -219,10 +247,13 @@ impl Projector {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), KafkaError>>,
     {
-        let mut backoff = Backoff::new("Kafka");
+        let mut backoff = self.producer.backoff();
         loop {
             match send().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    backoff.recovered();
+                    return Ok(());
+                }
                 Err(e) => {
                     if !backoff.wait(&e.to_string(), &self.cancel).await {
                         return Err(e.into());
@@ -241,7 +272,10 @@ impl Projector {
             }
             .await;
             match result {
-                Ok(positions) => return Ok(positions.get(partition).copied().unwrap_or(0)),
+                Ok(positions) => {
+                    backoff.recovered();
+                    return Ok(positions.get(partition).copied().unwrap_or(0));
+                }
                 Err(e) if e.is_transient() && backoff.wait(&e.to_string(), &self.cancel).await => {}
                 Err(e) => return Err(e.into()),
             }
@@ -256,7 +290,7 @@ impl Projector {
         }
         let mut backoff = Backoff::new("Postgres");
         let positions = loop {
-            match self.batch.apply(&self.pool).await {
+            match self.batch.apply(&self.pool, Target::Live).await {
                 Ok(positions) => break positions,
                 Err(e) if e.is_transient() && backoff.wait(&e.to_string(), &self.cancel).await => {}
                 Err(e) => return Err(e.into()),

@@ -1,5 +1,6 @@
 //! One request, start to finish: decode, emit `queue` and `process`, compute the top-N list,
-//! emit it and `done` (or `failed`). Undecodable requests go to the dead-letter topic.
+//! emit it and `done` (or `failed`). Requests that fail a check or do not decode go to the
+//! dead-letter topic; a duplicate of a job this worker ran recently is skipped.
 
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
@@ -7,14 +8,16 @@ use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerDeps;
+use super::guard::{self, Claim, RecentJobs, Rejection};
 use crate::domain::events::now;
 use crate::domain::{
     JobRun, JobStatusChanged, RecommendationRequested, RecommendationsReady, RecommendedMovie,
 };
 use crate::kafka::KafkaError;
-use crate::kafka::codec::CodecError;
+use crate::kafka::codec::{CodecError, Poison};
 use crate::kafka::dlq;
 use crate::kafka::producer::Outgoing;
+use crate::metrics::{self, Stream};
 use crate::retry::Backoff;
 
 /// Why a step did not finish.
@@ -22,49 +25,123 @@ enum Interrupted {
     Cancelled,
 }
 
+/// Per-request settings and the worker's memory of recent jobs.
+pub struct JobContext {
+    pub top_n: usize,
+    pub max_message_bytes: usize,
+    pub recent: RecentJobs,
+}
+
 /// Handles one request. Returns true once its outcome is durable in Kafka (events
-/// acknowledged, or the record dead-lettered); false only if cancelled first.
+/// acknowledged, or the record dead-lettered, or recognised as a duplicate of a job this
+/// worker ran); false only if cancelled first.
 #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), job_id))]
 pub async fn handle(
     deps: &WorkerDeps,
     message: &OwnedMessage,
-    top_n: usize,
+    context: &JobContext,
     cancel: &CancellationToken,
 ) -> bool {
     let result = async {
+        if let Err(rejection) = guard::check_envelope(message, context.max_message_bytes) {
+            return dead_letter(deps, message, rejection, cancel).await;
+        }
         let request = match decode(deps, message, cancel).await? {
             Ok(request) => request,
-            Err((reason, detail)) => {
-                tracing::warn!(reason, error = %detail, "dead-lettering a request");
-                let dlq_topic = &deps.topics.requests_dlq;
-                return retry(cancel, || {
-                    dlq::dead_letter(&deps.producer, dlq_topic, message, reason, &detail)
-                })
-                .await;
-            }
+            Err(rejection) => return dead_letter(deps, message, rejection, cancel).await,
         };
+        if let Err(rejection) = guard::check_key(message, &request) {
+            return dead_letter(deps, message, rejection, cancel).await;
+        }
         tracing::Span::current().record("job_id", tracing::field::display(request.job_id));
-        run(deps, &request, top_n, cancel).await
+        match context.recent.claim(request.job_id, request.user_id) {
+            Claim::Run => {}
+            Claim::Duplicate => {
+                tracing::info!(user_id = %request.user_id, "skipping a duplicate request: this worker already ran the job");
+                return Ok(());
+            }
+            Claim::Conflict(owner) => {
+                let detail = format!(
+                    "job id {} was already used for user {owner}; this request names user {}",
+                    request.job_id, request.user_id
+                );
+                return dead_letter(deps, message, (Poison::DuplicateJobId, detail), cancel)
+                    .await;
+            }
+        }
+        let outcome = run(deps, &request, context.top_n, cancel).await;
+        if outcome.is_err() {
+            context.recent.release(request.job_id);
+        }
+        outcome
     }
     .await;
     result.is_ok()
+}
+
+/// Publishes `message` to the requests dead-letter topic (retrying while Kafka is down) and
+/// counts it once acknowledged.
+async fn dead_letter(
+    deps: &WorkerDeps,
+    message: &OwnedMessage,
+    (kind, detail): Rejection,
+    cancel: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let reason = kind.code();
+    tracing::warn!(reason, error = %detail, "dead-lettering a request");
+    let dlq_topic = &deps.topics.requests_dlq;
+    retry(deps.producer.backoff(), cancel, || {
+        dlq::dead_letter(&deps.producer, dlq_topic, message, reason, &detail)
+    })
+    .await?;
+    metrics::dead_lettered(Stream::Requests, reason);
+    Ok(())
 }
 
 async fn decode(
     deps: &WorkerDeps,
     message: &OwnedMessage,
     cancel: &CancellationToken,
-) -> Result<Result<RecommendationRequested, (&'static str, String)>, Interrupted> {
-    let mut backoff = Backoff::new("schema registry");
+) -> Result<Result<RecommendationRequested, Rejection>, Interrupted> {
+    let mut backoff = deps.codec.backoff();
     loop {
         match deps.codec.decode_request(message.payload()).await {
-            Ok(request) => return Ok(Ok(request)),
-            Err(CodecError::Poison { kind, detail }) => return Ok(Err((kind.code(), detail))),
+            Ok(request) => {
+                backoff.recovered();
+                return Ok(Ok(request));
+            }
+            Err(CodecError::Poison { kind, detail }) => return Ok(Err((kind, detail))),
             Err(CodecError::Transient(e)) => {
                 if !backoff.wait(&e, cancel).await {
                     return Err(Interrupted::Cancelled);
                 }
             }
+        }
+    }
+}
+
+/// What the projection says about a job before this run.
+enum Previous {
+    Unknown,
+    Started { attempt: i32 },
+    Finished(crate::domain::JobStatus),
+}
+
+/// Reads the job's row. The projection may lag behind the log: a row not yet updated only
+/// means this run's events repeat sequences already in the log, which the projector ignores.
+async fn previous_state(deps: &WorkerDeps, request: &RecommendationRequested) -> Previous {
+    let Some(pool) = &deps.projection else {
+        return Previous::Unknown;
+    };
+    match crate::db::jobs::job(pool, request.job_id).await {
+        Ok(Some(row)) if row.status.is_terminal() => Previous::Finished(row.status),
+        Ok(Some(row)) if row.status == crate::domain::JobStatus::Process => Previous::Started {
+            attempt: row.attempt,
+        },
+        Ok(_) => Previous::Unknown,
+        Err(e) => {
+            tracing::debug!(error = %e, "projection unavailable; running as attempt 1");
+            Previous::Unknown
         }
     }
 }
@@ -75,16 +152,39 @@ async fn run(
     top_n: usize,
     cancel: &CancellationToken,
 ) -> Result<(), Interrupted> {
-    let run = JobRun::first_attempt(request);
+    let attempt = match previous_state(deps, request).await {
+        Previous::Finished(status) => {
+            tracing::info!(%status, "skipping a request whose job already finished");
+            return Ok(());
+        }
+        Previous::Started { attempt } => {
+            tracing::info!(
+                attempt = attempt + 1,
+                "retrying a job left in process by a worker that stopped"
+            );
+            attempt + 1
+        }
+        Previous::Unknown => 1,
+    };
+    let run = JobRun {
+        attempt,
+        ..JobRun::first_attempt(request)
+    };
     let started_at = now();
     let queued = run.queued(started_at);
     let started = run.started(started_at);
-    emit_statuses(deps, &[&queued, &started], cancel).await?;
-
+    // The recommender runs while `queue` and `process` travel to the broker; the result is
+    // produced only after both were acknowledged, so the order in the partition holds and
+    // the offset is still stored only once every event is durable.
     let recommender = deps.recommender.clone();
     let user = request.user_id;
-    let computed = tokio::task::spawn_blocking(move || recommender.recommend(user, top_n)).await;
+    let first = [&queued, &started];
+    let (emitted, computed) = tokio::join!(
+        emit_statuses(deps, &first, cancel),
+        tokio::task::spawn_blocking(move || recommender.recommend(user, top_n))
+    );
     let finished_at = now();
+    emitted?;
     match computed {
         Ok(Ok(movies)) => {
             let ready = RecommendationsReady {
@@ -143,10 +243,13 @@ async fn emit_statuses(
     for event in events {
         encoded.push((
             event.job_id.to_string(),
-            encode(cancel, || deps.codec.encode_status(topic, event)).await?,
+            encode(deps.codec.backoff(), cancel, || {
+                deps.codec.encode_status(topic, event)
+            })
+            .await?,
         ));
     }
-    retry(cancel, || async {
+    retry(deps.producer.backoff(), cancel, || async {
         let sends = encoded.iter().map(|(key, value)| {
             deps.producer.send(Outgoing {
                 topic,
@@ -166,9 +269,12 @@ async fn emit_recommendations(
     cancel: &CancellationToken,
 ) -> Result<(), Interrupted> {
     let topic = &deps.topics.recommendations;
-    let value = encode(cancel, || deps.codec.encode_recommendations(topic, ready)).await?;
+    let value = encode(deps.codec.backoff(), cancel, || {
+        deps.codec.encode_recommendations(topic, ready)
+    })
+    .await?;
     let key = ready.job_id.to_string();
-    retry(cancel, || async {
+    retry(deps.producer.backoff(), cancel, || async {
         deps.producer
             .send(Outgoing {
                 topic,
@@ -182,15 +288,21 @@ async fn emit_recommendations(
     .await
 }
 
-async fn encode<F, Fut>(cancel: &CancellationToken, mut encode: F) -> Result<Vec<u8>, Interrupted>
+async fn encode<F, Fut>(
+    mut backoff: Backoff,
+    cancel: &CancellationToken,
+    mut encode: F,
+) -> Result<Vec<u8>, Interrupted>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Vec<u8>, CodecError>>,
 {
-    let mut backoff = Backoff::new("schema registry");
     loop {
         match encode().await {
-            Ok(bytes) => return Ok(bytes),
+            Ok(bytes) => {
+                backoff.recovered();
+                return Ok(bytes);
+            }
             Err(e) => {
                 if !backoff.wait(&e.to_string(), cancel).await {
                     return Err(Interrupted::Cancelled);
@@ -200,15 +312,21 @@ where
     }
 }
 
-async fn retry<F, Fut>(cancel: &CancellationToken, mut send: F) -> Result<(), Interrupted>
+async fn retry<F, Fut>(
+    mut backoff: Backoff,
+    cancel: &CancellationToken,
+    mut send: F,
+) -> Result<(), Interrupted>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), KafkaError>>,
 {
-    let mut backoff = Backoff::new("Kafka");
     loop {
         match send().await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                backoff.recovered();
+                return Ok(());
+            }
             Err(e) => {
                 if !backoff.wait(&e.to_string(), cancel).await {
                     return Err(Interrupted::Cancelled);

@@ -2,9 +2,10 @@
 //!
 //! Invariant: a request's offset is stored only after every event it produced was
 //! acknowledged by the broker, and offsets are stored in the order they were received, so a
-//! crash at any point loses no request. Redelivered requests produce events with the same ids
-//! and sequences, which the projection ignores.
+//! crash at any point loses no request. A request redelivered after its job finished is
+//! skipped; one whose job was left in `process` (the worker died) runs as the next attempt.
 
+mod guard;
 mod job;
 
 use std::sync::Arc;
@@ -32,7 +33,12 @@ pub struct WorkerConfig {
     /// How long shutdown waits for jobs in flight before giving up on them (they are
     /// redelivered to the next worker).
     pub drain_timeout: Duration,
+    /// Requests with a larger value are dead-lettered as `too-large`.
+    pub max_message_bytes: usize,
 }
+
+/// How many recent job ids a worker remembers to skip duplicate requests.
+const RECENT_JOBS: usize = 100_000;
 
 /// What a worker needs besides its configuration; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +47,10 @@ pub struct WorkerDeps {
     pub codec: Codec,
     pub producer: Producer,
     pub recommender: Arc<Recommender>,
+    /// The projection, read (never written) to number retries of a job left in `process` by a
+    /// worker that died, and to skip requests whose job already finished. Without it every
+    /// run is attempt 1 and the sequence guard alone keeps redeliveries invisible.
+    pub projection: Option<sqlx::PgPool>,
 }
 
 /// Runs until `cancel` fires, then finishes the jobs in flight (up to the drain timeout),
@@ -56,6 +66,11 @@ pub async fn run(
     tracing::info!(group = %config.group, concurrency = config.concurrency, "worker started");
     let mut in_flight = FuturesOrdered::new();
     let mut offsets = OffsetStore::default();
+    let context = Arc::new(job::JobContext {
+        top_n: config.top_n,
+        max_message_bytes: config.max_message_bytes,
+        recent: guard::RecentJobs::new(RECENT_JOBS),
+    });
     loop {
         tokio::select! {
             biased;
@@ -69,9 +84,9 @@ pub async fn run(
                         let message = message.detach();
                         let deps = deps.clone();
                         let cancel = cancel.clone();
-                        let top_n = config.top_n;
+                        let context = context.clone();
                         in_flight.push_back(async move {
-                            let done = job::handle(&deps, &message, top_n, &cancel).await;
+                            let done = job::handle(&deps, &message, &context, &cancel).await;
                             (message.topic().to_owned(), message.partition(), message.offset(), done)
                         });
                     }
@@ -92,7 +107,7 @@ pub async fn run(
     if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit skipped");
     }
-    tracing::info!("worker stopped");
+    tracing::info!(counts = %crate::metrics::snapshot(), "worker stopped");
     Ok(())
 }
 

@@ -3,6 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod consistency;
+mod fuzz;
+mod operator;
+mod outages;
 mod pipeline;
+mod poison;
 mod projector;
+mod recovery;
 mod registry;
+mod scenarios;
+mod security;

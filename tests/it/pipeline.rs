@@ -60,33 +60,6 @@ async fn a_request_flows_to_a_done_row_with_its_recommendations_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_an_unknown_user_ends_failed_with_the_reason() {
-    let env = TestEnv::new(1).await;
-    let worker = env.start_worker(small_recommender());
-    let projector = env.start_projector();
-
-    let stranger = UserId::new(999_999).unwrap();
-    let job = recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &[stranger])
-        .await
-        .unwrap()[0];
-    let row = eventually("the job to fail", Duration::from_secs(60), || async {
-        db::jobs::job(&env.db.pool, job)
-            .await
-            .unwrap()
-            .filter(|r| r.status.is_terminal())
-    })
-    .await;
-    assert_eq!(row.status, JobStatus::Failed);
-    let error = row.last_error.unwrap_or_default();
-    assert!(
-        error.contains("999999") && error.contains("unknown"),
-        "{error}"
-    );
-    worker.stop().await;
-    projector.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_request_goes_to_the_dead_letter_topic_and_the_worker_carries_on() {
     let env = TestEnv::new(1).await;
     let worker = env.start_worker(small_recommender());

@@ -27,37 +27,6 @@ fn lifecycle(run: &JobRun) -> [JobStatusChanged; 3] {
     ]
 }
 
-async fn emit(env: &TestEnv, event: &JobStatusChanged) -> i64 {
-    let value = env
-        .codec
-        .encode_status(&env.topics.jobs, event)
-        .await
-        .unwrap();
-    env.produce_raw(
-        &env.topics.jobs,
-        event.job_id.to_string().as_bytes(),
-        Some(&value),
-    )
-    .await
-    .1
-}
-
-/// Waits until the projector stored a position past `offset` on the jobs topic.
-async fn applied_through(env: &TestEnv, offset: i64) {
-    eventually(
-        "the projector to reach the offset",
-        Duration::from_secs(60),
-        || async {
-            let mut conn = env.db.pool.acquire().await.unwrap();
-            let positions = db::offsets::read(&mut conn, &[&env.topics.jobs])
-                .await
-                .unwrap();
-            (positions.values().max().copied().unwrap_or(0) > offset).then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_status_event_changes_nothing() {
     let env = TestEnv::new(1).await;
@@ -65,14 +34,14 @@ async fn a_redelivered_status_event_changes_nothing() {
     let job = run(3);
     let [queued, started, done] = lifecycle(&job);
     for event in [&queued, &started, &done] {
-        emit(&env, event).await;
+        env.emit(event).await;
     }
     // The same `process` event again, later, as a redelivery would produce it.
     let mut again = started.clone();
     again.occurred_at = now() + Span::seconds(5);
-    let last = emit(&env, &again).await;
-    let last = last.max(emit(&env, &done).await);
-    applied_through(&env, last).await;
+    let last = env.emit(&again).await;
+    let last = last.max(env.emit(&done).await);
+    env.applied_through(last).await;
 
     let row = db::jobs::job(&env.db.pool, job.job_id)
         .await
@@ -92,10 +61,10 @@ async fn events_delivered_out_of_order_leave_the_row_at_its_latest_state() {
     let projector = env.start_projector();
     let job = run(4);
     let [queued, started, done] = lifecycle(&job);
-    emit(&env, &done).await;
-    emit(&env, &queued).await;
-    let last = emit(&env, &started).await;
-    applied_through(&env, last).await;
+    env.emit(&done).await;
+    env.emit(&queued).await;
+    let last = env.emit(&started).await;
+    env.applied_through(last).await;
 
     let row = db::jobs::job(&env.db.pool, job.job_id)
         .await
@@ -189,9 +158,9 @@ async fn verify_reports_a_row_changed_behind_the_projectors_back() {
     let job = run(9);
     let mut last = 0;
     for event in lifecycle(&job) {
-        last = emit(&env, &event).await;
+        last = env.emit(&event).await;
     }
-    applied_through(&env, last).await;
+    env.applied_through(last).await;
     projector.stop().await;
     assert!(env.verify().await.is_consistent());
 

@@ -28,6 +28,8 @@ pub struct TestEnv {
     pub codec: Codec,
     pub producer: Producer,
     pub suffix: String,
+    /// The in-process schema registry of this test.
+    pub registry_url: String,
     registry: CancellationToken,
 }
 
@@ -44,6 +46,22 @@ pub struct Running {
 }
 
 impl Running {
+    /// Runs `role` (which must stop when `cancel` fires) as a task.
+    pub fn spawn<F>(cancel: CancellationToken, role: F) -> Running
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Running {
+            cancel,
+            handle: tokio::spawn(role),
+        }
+    }
+
+    /// False once the role returned (or panicked) on its own.
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
     pub async fn stop(self) {
         self.cancel.cancel();
         let result = tokio::time::timeout(Duration::from_secs(30), self.handle)
@@ -52,10 +70,22 @@ impl Running {
             .expect("role task panicked");
         result.expect("role returned an error");
     }
+
+    /// Stops the role the way SIGKILL would: no draining, no final commit. Its task is
+    /// dropped wherever it was; what it had not stored or committed is redelivered.
+    pub async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
 }
 
 impl TestEnv {
     pub async fn new(partitions: i32) -> TestEnv {
+        TestEnv::with_brokers(brokers(), partitions).await
+    }
+
+    /// Like `new`, on the broker(s) at `brokers` (a private broker for tests that stop it).
+    pub async fn with_brokers(brokers: String, partitions: i32) -> TestEnv {
         let db = TestDb::new().await;
         let registry = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,7 +97,7 @@ impl TestEnv {
         ));
         let suffix = random_suffix();
         let kafka = KafkaSettings {
-            brokers: brokers(),
+            brokers,
             properties: Vec::new(),
             timeout: Duration::from_secs(10),
         };
@@ -85,6 +115,7 @@ impl TestEnv {
             codec,
             producer,
             suffix,
+            registry_url,
             registry,
         }
     }
@@ -95,6 +126,7 @@ impl TestEnv {
             concurrency: 8,
             top_n: 10,
             drain_timeout: Duration::from_secs(10),
+            max_message_bytes: 1024 * 1024,
         }
     }
 
@@ -107,16 +139,36 @@ impl TestEnv {
     }
 
     pub fn start_worker(&self, recommender: Arc<Recommender>) -> Running {
-        let cancel = CancellationToken::new();
-        let deps = WorkerDeps {
+        self.start_worker_with(recommender, self.codec.clone())
+    }
+
+    /// What a worker of this environment needs, decoding and encoding with `codec`.
+    pub fn worker_deps(&self, recommender: Arc<Recommender>, codec: Codec) -> WorkerDeps {
+        WorkerDeps {
             topics: self.topics.clone(),
-            codec: self.codec.clone(),
+            codec,
             producer: self.producer.clone(),
             recommender,
-        };
+            projection: Some(self.db.pool.clone()),
+        }
+    }
+
+    /// A worker decoding and encoding with `codec` (e.g. a registry behind a proxy).
+    pub fn start_worker_with(&self, recommender: Arc<Recommender>, codec: Codec) -> Running {
+        self.start_worker_using(self.worker_config(), recommender, codec)
+    }
+
+    /// A worker with its own `config` (concurrency, size limit, ...).
+    pub fn start_worker_using(
+        &self,
+        config: WorkerConfig,
+        recommender: Arc<Recommender>,
+        codec: Codec,
+    ) -> Running {
+        let cancel = CancellationToken::new();
+        let deps = self.worker_deps(recommender, codec);
         let handle = tokio::spawn({
-            let (config, kafka, cancel) =
-                (self.worker_config(), self.kafka.clone(), cancel.clone());
+            let (kafka, cancel) = (self.kafka.clone(), cancel.clone());
             async move {
                 worker::run(config, kafka, deps, cancel)
                     .await
@@ -127,15 +179,16 @@ impl TestEnv {
     }
 
     pub fn start_projector(&self) -> Running {
+        self.start_projector_with(self.db.pool.clone(), self.codec.clone())
+    }
+
+    /// A projector writing through `pool` and decoding with `codec` (e.g. through a proxy).
+    pub fn start_projector_with(&self, pool: sqlx::PgPool, codec: Codec) -> Running {
         let cancel = CancellationToken::new();
         let handle = tokio::spawn({
             let config = self.projector_config();
             let (kafka, topics) = (self.kafka.clone(), self.topics.clone());
-            let (pool, codec, producer) = (
-                self.db.pool.clone(),
-                self.codec.clone(),
-                self.producer.clone(),
-            );
+            let producer = self.producer.clone();
             let cancel = cancel.clone();
             async move {
                 projector::run(config, kafka, topics, pool, codec, producer, cancel)
@@ -157,6 +210,46 @@ impl TestEnv {
             })
             .await
             .expect("produce to the test broker")
+    }
+
+    /// Produces a status event (key = job id) and returns its offset.
+    pub async fn emit(&self, event: &recq::domain::JobStatusChanged) -> i64 {
+        let value = self
+            .codec
+            .encode_status(&self.topics.jobs, event)
+            .await
+            .unwrap();
+        self.produce_raw(
+            &self.topics.jobs,
+            event.job_id.to_string().as_bytes(),
+            Some(&value),
+        )
+        .await
+        .1
+    }
+
+    /// Waits until the projector stored a position past `offset` in some jobs partition.
+    pub async fn applied_through(&self, offset: i64) {
+        eventually(
+            "the projector to reach the offset",
+            Duration::from_secs(60),
+            || async {
+                let mut conn = self.db.pool.acquire().await.unwrap();
+                let positions = recq::db::offsets::read(&mut conn, &[&self.topics.jobs])
+                    .await
+                    .unwrap();
+                (positions.values().max().copied().unwrap_or(0) > offset).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Rows in `recommendation_queues`.
+    pub async fn row_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM recommendation_queues")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     pub async fn verify(&self) -> recq::verify::VerifyReport {

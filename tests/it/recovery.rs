@@ -1,0 +1,171 @@
+//! Workers that die mid-job: nothing is lost, retried jobs count their attempts, and the
+//! processing time is the final attempt's. A worker "killed" here is a task aborted without
+//! draining or committing (`Running::kill`) or, where the kill must fall between two exact
+//! steps, a group member that does those steps itself and disappears.
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use rdkafka::consumer::Consumer;
+use recq::db;
+use recq::domain::events::{now, whole_seconds};
+use recq::domain::{JobRun, JobStatus, RecommendationRequested, UserId};
+
+use crate::common::env::{TestEnv, eventually, small_recommender};
+
+async fn terminal_count(env: &TestEnv) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM recommendation_queues WHERE status IN ('done', 'failed')",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_for_terminal(env: &TestEnv, n: i64, timeout: Duration) {
+    eventually(&format!("{n} finished jobs"), timeout, || async {
+        (terminal_count(env).await == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_jobs_in_process_when_the_only_worker_dies_finish_after_it_restarts_timed_by_the_final_attempt()
+ {
+    let env = TestEnv::new(2).await;
+    let projector = env.start_projector();
+    let users: Vec<UserId> = (1..=10).map(|u| UserId::new(u).unwrap()).collect();
+    let jobs = recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &users)
+        .await
+        .unwrap();
+    // The worker that died: it emitted `queue` and `process` two minutes ago, then nothing,
+    // and never stored the requests' offsets.
+    let died_at = now() - Span::minutes(2);
+    for (job, user) in jobs.iter().zip(&users) {
+        let request = RecommendationRequested {
+            job_id: *job,
+            user_id: *user,
+            requested_at: died_at,
+        };
+        let run = JobRun::first_attempt(&request);
+        env.emit(&run.queued(died_at)).await;
+        env.emit(&run.started(died_at)).await;
+    }
+    eventually("ten jobs in process", Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM recommendation_queues WHERE status = 'process'",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        (n == 10).then_some(())
+    })
+    .await;
+
+    let worker = env.start_worker(small_recommender());
+    wait_for_terminal(&env, 10, Duration::from_secs(90)).await;
+    worker.stop().await;
+    projector.stop().await;
+
+    for job in &jobs {
+        let row = db::jobs::job(&env.db.pool, *job).await.unwrap().unwrap();
+        assert_eq!(row.status, JobStatus::Done);
+        assert_eq!(row.attempt, 2, "the restart is the job's second attempt");
+        let (started, finished) = (row.started_at.unwrap(), row.finished_at.unwrap());
+        assert!(
+            started > died_at + Span::minutes(1),
+            "started_at is the final attempt's"
+        );
+        assert_eq!(row.processing_time, whole_seconds(started, finished));
+        assert!(
+            row.processing_time < 60,
+            "the dead attempt's two minutes are not counted"
+        );
+    }
+    let report = env.verify().await;
+    assert!(report.is_consistent(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_right_after_polling_a_request_does_not_lose_it() {
+    let env = TestEnv::new(1).await;
+    let projector = env.start_projector();
+    let job = recq::app::tools::submit(
+        &env.codec,
+        &env.producer,
+        &env.topics,
+        &[UserId::new(3).unwrap()],
+    )
+    .await
+    .unwrap()[0];
+
+    // A member of the worker group polls the request and dies before emitting anything or
+    // storing its offset.
+    {
+        let group = env.worker_config().group;
+        let context = recq::kafka::consumer::RebalanceContext::default();
+        let doomed = recq::kafka::consumer::group_consumer(&env.kafka, &group, context).unwrap();
+        doomed.subscribe(&[&env.topics.requests]).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), doomed.recv())
+            .await
+            .expect("the doomed worker polls the request")
+            .unwrap();
+    }
+
+    let worker = env.start_worker(small_recommender());
+    let row = eventually(
+        "the request to be processed after all",
+        Duration::from_secs(90),
+        || async {
+            db::jobs::job(&env.db.pool, job)
+                .await
+                .unwrap()
+                .filter(|r| r.status == JobStatus::Done)
+        },
+    )
+    .await;
+    assert_eq!(row.attempt, 1);
+    worker.stop().await;
+    projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job_finishes_once() {
+    let env = TestEnv::new(2).await;
+    let projector = env.start_projector();
+    let users: Vec<UserId> = (0..200).map(|i| UserId::new(i % 60 + 1).unwrap()).collect();
+    recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &users)
+        .await
+        .unwrap();
+    let recommender = small_recommender();
+    let mut config = env.worker_config();
+    config.concurrency = 16;
+    for restart in 0..10 {
+        let worker = env.start_worker_using(config.clone(), recommender.clone(), env.codec.clone());
+        let before = terminal_count(&env).await;
+        // Kill it once it made some progress (or after a while, if the group was slow).
+        let _ = tokio::time::timeout(Duration::from_secs(8), async {
+            while terminal_count(&env).await == before {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        worker.kill().await;
+        eprintln!(
+            "restart {restart}: {} of 200 finished",
+            terminal_count(&env).await
+        );
+    }
+    let worker = env.start_worker_using(config, recommender, env.codec.clone());
+    wait_for_terminal(&env, 200, Duration::from_secs(120)).await;
+    worker.stop().await;
+    projector.stop().await;
+
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM recommendation_queues")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 200);
+    let report = env.verify().await;
+    assert!(report.is_consistent(), "{report}");
+}
