@@ -80,21 +80,29 @@ pub fn group_consumer(
     group: &str,
     context: RebalanceContext,
 ) -> Result<RecqConsumer, KafkaError> {
-    settings
-        .client_config()
+    let mut config = settings.client_config();
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        // Eager: with cooperative-sticky, Tansu left partitions given up by a member that
+        // left unassigned (scenario test: half the partitions never consumed again under
+        // membership churn). On Apache Kafka, `--kafka-property
+        // partition.assignment.strategy=cooperative-sticky` switches back (user properties win).
+        .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         // A fetch returns once fetch.min.bytes (1) are there on Apache Kafka, but Tansu holds
         // every fetch for the full wait (librdkafka's default 500 ms), which `make bench` saw
         // as +250 ms mean latency per consumer hop. 25 ms costs an idle consumer ~40 empty
         // fetches a second.
-        .set("fetch.wait.max.ms", "25")
+        .set("fetch.wait.max.ms", "25");
+    for (key, value) in &settings.properties {
+        config.set(key, value);
+    }
+    config
         .create_with_context(context)
         .map_err(KafkaError::Client)
 }

@@ -80,7 +80,9 @@ impl Producer {
                 tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it with a new one");
                 *inner = fresh;
             }
-            Err(e) => tracing::warn!(error = %e, "Kafka producer hit a fatal error and could not be recreated"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka producer hit a fatal error and could not be recreated")
+            }
         }
     }
 

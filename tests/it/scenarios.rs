@@ -327,8 +327,8 @@ async fn under_constant_rebalancing_stored_offsets_never_decrease_and_the_table_
         async move { produce_lifecycles(env, &env_jobs).await }
     };
     let churn = async {
-        // A second and a third projector join and leave every couple of seconds until the
-        // table is complete.
+        // Another projector joins, and four seconds later leaves, until the table is complete:
+        // a membership change every four seconds.
         let mut changes = 0;
         loop {
             let done: i64 = sqlx::query_scalar(
@@ -337,18 +337,16 @@ async fn under_constant_rebalancing_stored_offsets_never_decrease_and_the_table_
             .fetch_one(&env.db.pool)
             .await
             .unwrap();
+            eprintln!("{changes} membership changes, {done} of {JOBS} jobs done");
             if done == JOBS as i64 {
                 return changes;
             }
             let second = env.start_projector();
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            let third = env.start_projector();
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
             second.stop().await;
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            third.stop().await;
-            changes += 4;
-            assert!(changes < 400, "the table never completed under rebalancing");
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            changes += 2;
+            assert!(changes < 100, "the table never completed under rebalancing");
         }
     };
     let ((), changes) = tokio::join!(producing, churn);
@@ -357,7 +355,7 @@ async fn under_constant_rebalancing_stored_offsets_never_decrease_and_the_table_
     let (samples, decreases) = sampler.await.unwrap();
 
     eprintln!("{changes} membership changes, {samples} position samples");
-    assert!(changes >= 4);
+    assert!(changes >= 2);
     assert!(
         decreases.is_empty(),
         "stored positions went backwards: {decreases:?}"
