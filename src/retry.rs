@@ -87,6 +87,33 @@ impl Backoff {
     }
 }
 
+/// Runs `op` until it succeeds, waiting with `backoff` after each failure. Returns the last
+/// error if `cancel` fires first.
+pub async fn until_ok<T, E, F, Fut>(
+    mut backoff: Backoff,
+    cancel: &CancellationToken,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        match op().await {
+            Ok(value) => {
+                backoff.recovered();
+                return Ok(value);
+            }
+            Err(e) => {
+                if !backoff.wait(&e.to_string(), cancel).await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

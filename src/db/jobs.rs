@@ -328,23 +328,6 @@ pub async fn all_recommendations(
     Ok(out)
 }
 
-/// Job counts per status.
-pub async fn status_counts(pool: &PgPool) -> Result<BTreeMap<JobStatus, i64>, DbError> {
-    let rows = sqlx::query(
-        "SELECT status::text AS status, count(*) AS n FROM recommendation_queues GROUP BY status",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out = BTreeMap::new();
-    for row in rows {
-        let status: String = row.try_get("status")?;
-        if let Ok(status) = status.parse() {
-            out.insert(status, row.try_get("n")?);
-        }
-    }
-    Ok(out)
-}
-
 /// Counts per status among `jobs`.
 pub async fn status_counts_of(
     pool: &PgPool,

@@ -45,7 +45,7 @@ impl Producer {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set(
                 "message.timeout.ms",

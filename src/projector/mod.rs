@@ -242,25 +242,14 @@ impl Projector {
         decode_with_retry(&self.codec, &self.topics, message, &self.cancel).await
     }
 
-    async fn retry_kafka<F, Fut>(&self, mut send: F) -> Result<(), ProjectorError>
+    async fn retry_kafka<F, Fut>(&self, send: F) -> Result<(), ProjectorError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), KafkaError>>,
     {
-        let mut backoff = self.producer.backoff();
-        loop {
-            match send().await {
-                Ok(()) => {
-                    backoff.recovered();
-                    return Ok(());
-                }
-                Err(e) => {
-                    if !backoff.wait(&e.to_string(), &self.cancel).await {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
+        crate::retry::until_ok(self.producer.backoff(), &self.cancel, send)
+            .await
+            .map_err(ProjectorError::from)
     }
 
     async fn stored_position(&self, partition: &Partition) -> Result<i64, ProjectorError> {

@@ -18,7 +18,7 @@ use crate::kafka::codec::{CodecError, Poison};
 use crate::kafka::dlq;
 use crate::kafka::producer::Outgoing;
 use crate::metrics::{self, Stream};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, until_ok};
 
 /// Why a step did not finish.
 enum Interrupted {
@@ -289,49 +289,29 @@ async fn emit_recommendations(
 }
 
 async fn encode<F, Fut>(
-    mut backoff: Backoff,
+    backoff: Backoff,
     cancel: &CancellationToken,
-    mut encode: F,
+    encode: F,
 ) -> Result<Vec<u8>, Interrupted>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Vec<u8>, CodecError>>,
 {
-    loop {
-        match encode().await {
-            Ok(bytes) => {
-                backoff.recovered();
-                return Ok(bytes);
-            }
-            Err(e) => {
-                if !backoff.wait(&e.to_string(), cancel).await {
-                    return Err(Interrupted::Cancelled);
-                }
-            }
-        }
-    }
+    until_ok(backoff, cancel, encode)
+        .await
+        .map_err(|_| Interrupted::Cancelled)
 }
 
 async fn retry<F, Fut>(
-    mut backoff: Backoff,
+    backoff: Backoff,
     cancel: &CancellationToken,
-    mut send: F,
+    send: F,
 ) -> Result<(), Interrupted>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), KafkaError>>,
 {
-    loop {
-        match send().await {
-            Ok(()) => {
-                backoff.recovered();
-                return Ok(());
-            }
-            Err(e) => {
-                if !backoff.wait(&e.to_string(), cancel).await {
-                    return Err(Interrupted::Cancelled);
-                }
-            }
-        }
-    }
+    until_ok(backoff, cancel, send)
+        .await
+        .map_err(|_| Interrupted::Cancelled)
 }
