@@ -251,7 +251,7 @@ async fn a_paused_broker_pauses_the_pipeline_which_resumes_after_sigcont_and_los
         jobs.len()
     );
     assert!(worker.is_running() && projector.is_running());
-    let resumed = all_done(&env, &jobs, Duration::from_secs(120)).await;
+    let resumed = all_done(&env, &jobs, Duration::from_secs(240)).await;
     eprintln!("broker SIGSTOP 20 s: every job done {resumed:?} after SIGCONT");
 
     let after = submit(&env, &users(40, 10)).await;
@@ -284,7 +284,7 @@ async fn a_restarted_persistent_broker_loses_no_request_and_verify_passes() {
     eprintln!("nisshi restarted in {:?}", restarted_at.elapsed());
     let after = submit(&env, &users(30, 20)).await;
     jobs.extend(&after);
-    let resumed = all_done(&env, &jobs, Duration::from_secs(120)).await;
+    let resumed = all_done(&env, &jobs, Duration::from_secs(240)).await;
     eprintln!("broker restart: every job done {resumed:?} after it listened again");
     assert!(worker.is_running() && projector.is_running());
     worker.stop().await;
