@@ -2,10 +2,11 @@
 //! that record is durable (delivered to Kafka, or committed to Postgres). librdkafka then
 //! commits the stored offsets in the background and on close.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::{KafkaError, KafkaSettings};
@@ -20,13 +21,25 @@ pub enum AssignmentChange {
     Revoked(Vec<Partition>),
 }
 
-/// Logs rebalances and queues them for the role's loop to act on.
+/// Logs rebalances and queues them for the role's loop to act on; keeps newly assigned
+/// partitions paused while the role holds consumption (see [`RebalanceContext::hold`]).
 #[derive(Clone, Default)]
 pub struct RebalanceContext {
     changes: Arc<Mutex<Vec<AssignmentChange>>>,
+    held: Arc<AtomicBool>,
 }
 
 impl RebalanceContext {
+    /// Pauses (`true`) or resumes (`false`) fetching for every assigned partition, now and for
+    /// partitions assigned later. A held consumer must still be polled (`recv`): polling is
+    /// what tells the group coordinator the member is alive (`max.poll.interval.ms`), and a
+    /// paused partition yields nothing, so a role that is busy holds instead of not polling.
+    pub fn hold(&self, consumer: &RecqConsumer, held: bool) -> Result<(), KafkaError> {
+        self.held.store(held, Ordering::SeqCst);
+        let assignment = consumer.assignment().map_err(KafkaError::Client)?;
+        pause_or_resume(consumer, &assignment, held)
+    }
+
     /// The assignment changes since the last call, oldest first.
     pub fn take_changes(&self) -> Vec<AssignmentChange> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
@@ -58,11 +71,15 @@ impl ConsumerContext for RebalanceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 let assigned = partitions(list);
                 tracing::info!(partitions = ?assigned, "partitions assigned");
+                // Paused state survives in librdkafka per partition: apply the current one.
+                if let Err(e) = pause_or_resume(consumer, list, self.held.load(Ordering::SeqCst)) {
+                    tracing::warn!(error = %e, "could not pause or resume assigned partitions");
+                }
                 self.push(AssignmentChange::Assigned(assigned));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
@@ -72,6 +89,22 @@ impl ConsumerContext for RebalanceContext {
 }
 
 pub type RecqConsumer = StreamConsumer<RebalanceContext>;
+
+fn pause_or_resume<C: Consumer<RebalanceContext>>(
+    consumer: &C,
+    list: &TopicPartitionList,
+    pause: bool,
+) -> Result<(), KafkaError> {
+    if list.count() == 0 {
+        return Ok(());
+    }
+    let result = if pause {
+        consumer.pause(list)
+    } else {
+        consumer.resume(list)
+    };
+    result.map_err(KafkaError::Client)
+}
 
 /// A group member with manual offset storage and background commits of stored offsets.
 /// New groups start at the beginning of each partition.
@@ -127,7 +160,6 @@ pub fn store(
     partition: i32,
     next: i64,
 ) -> Result<(), KafkaError> {
-    use rdkafka::consumer::Consumer;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next))?;
     consumer.store_offsets(&list).map_err(KafkaError::Client)

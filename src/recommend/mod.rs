@@ -41,6 +41,19 @@ pub enum RecommendError {
     UnknownUser(UserId),
 }
 
+/// What the worker asks of a recommender. [`Recommender`] is the one recq runs; the trait lets
+/// tests wrap it (a recommender slowed down for one user, say) without touching the worker.
+pub trait Recommend: Send + Sync {
+    /// The top `n` movies `user` has not rated, best first.
+    fn recommend(&self, user: UserId, n: usize) -> Result<Vec<Recommendation>, RecommendError>;
+}
+
+impl Recommend for Recommender {
+    fn recommend(&self, user: UserId, n: usize) -> Result<Vec<Recommendation>, RecommendError> {
+        Recommender::recommend(self, user, n)
+    }
+}
+
 /// A built item-based model. Immutable, cheap to clone (shared internally) and `Send + Sync`,
 /// so one instance can serve every worker task through an `Arc`.
 #[derive(Debug, Clone)]

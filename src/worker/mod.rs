@@ -21,7 +21,7 @@ use crate::kafka::codec::Codec;
 use crate::kafka::consumer::{self, RebalanceContext};
 use crate::kafka::producer::Producer;
 use crate::kafka::{KafkaError, KafkaSettings, Topics, next_offset};
-use crate::recommend::Recommender;
+use crate::recommend::Recommend;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -46,7 +46,7 @@ pub struct WorkerDeps {
     pub topics: Topics,
     pub codec: Codec,
     pub producer: Producer,
-    pub recommender: Arc<Recommender>,
+    pub recommender: Arc<dyn Recommend>,
     /// The projection, read (never written) to number retries of a job left in `process` by a
     /// worker that died, and to skip requests whose job already finished. Without it every
     /// run is attempt 1 and the sequence guard alone keeps redeliveries invisible.
@@ -61,32 +61,54 @@ pub async fn run(
     deps: WorkerDeps,
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer = consumer::group_consumer(&kafka, &config.group, RebalanceContext::default())?;
+    let context = RebalanceContext::default();
+    let consumer = consumer::group_consumer(&kafka, &config.group, context.clone())?;
     consumer.subscribe(&[&deps.topics.requests])?;
     tracing::info!(group = %config.group, concurrency = config.concurrency, "worker started");
     let mut in_flight = FuturesOrdered::new();
     let mut offsets = OffsetStore::default();
-    let context = Arc::new(job::JobContext {
+    let job_context = Arc::new(job::JobContext {
         top_n: config.top_n,
         max_message_bytes: config.max_message_bytes,
         recent: guard::RecentJobs::new(RECENT_JOBS),
     });
+    // With every slot busy the worker holds its partitions (pauses fetching) but keeps
+    // polling: a member that stops polling for max.poll.interval.ms is thrown out of the
+    // group, and its slow job would start over on another worker, again and again.
+    let mut held = false;
     loop {
+        // The assignment changes are only logged here (the callback applies `hold`).
+        context.take_changes();
+        // Resuming at half (not at one free slot) spares a pause, which drops the prefetched
+        // requests, and a fetch round trip per finished job when the worker is saturated.
+        let hold = if held {
+            in_flight.len() > config.concurrency / 2
+        } else {
+            in_flight.len() >= config.concurrency
+        };
+        if hold != held {
+            match context.hold(&consumer, hold) {
+                Ok(()) => held = hold,
+                Err(e) => tracing::warn!(error = %e, "could not pause or resume the requests"),
+            }
+        }
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
                 offsets.finished(&consumer, finished);
             }
-            received = consumer.recv(), if in_flight.len() < config.concurrency => {
+            // While held this yields only what was fetched before the pause took effect;
+            // it is taken on anyway (briefly above the concurrency) rather than dropped.
+            received = consumer.recv() => {
                 match received {
                     Ok(message) => {
                         let message = message.detach();
                         let deps = deps.clone();
                         let cancel = cancel.clone();
-                        let context = context.clone();
+                        let job_context = job_context.clone();
                         in_flight.push_back(async move {
-                            let done = job::handle(&deps, &message, &context, &cancel).await;
+                            let done = job::handle(&deps, &message, &job_context, &cancel).await;
                             (message.topic().to_owned(), message.partition(), message.offset(), done)
                         });
                     }

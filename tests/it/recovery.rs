@@ -1,15 +1,20 @@
 //! Workers that die mid-job: nothing is lost, retried jobs count their attempts, and the
 //! processing time is the final attempt's. A worker "killed" here is a task aborted without
 //! draining or committing (`Running::kill`) or, where the kill must fall between two exact
-//! steps, a group member that does those steps itself and disappears.
+//! steps, a group member that does those steps itself and disappears. A job that outlasts the
+//! consumer's max.poll.interval.ms runs on a recommender slowed down for one user.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as Span;
 use rdkafka::consumer::Consumer;
 use recq::db;
 use recq::domain::events::{now, whole_seconds};
-use recq::domain::{JobRun, JobStatus, RecommendationRequested, UserId};
+use recq::domain::{
+    JobEvent, JobId, JobRun, JobStatus, JobStatusChanged, RecommendationRequested, UserId,
+};
+use recq::recommend::{Recommend, RecommendError, Recommendation, Recommender};
 
 use crate::common::env::{TestEnv, eventually, small_recommender};
 
@@ -166,6 +171,118 @@ async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job
         .await
         .unwrap();
     assert_eq!(rows, 200);
+    let report = env.verify().await;
+    assert!(report.is_consistent(), "{report}");
+}
+
+/// The real (small) recommender, slowed down for one user: that user's job outlasts the
+/// consumer's max.poll.interval.ms. Not a fake: it answers with the real model.
+struct SlowFor {
+    inner: Arc<Recommender>,
+    user: UserId,
+    delay: Duration,
+}
+
+impl Recommend for SlowFor {
+    fn recommend(&self, user: UserId, n: usize) -> Result<Vec<Recommendation>, RecommendError> {
+        if user == self.user {
+            std::thread::sleep(self.delay);
+        }
+        self.inner.recommend(user, n)
+    }
+}
+
+/// Every status event of `job` in the jobs topic, read from the beginning until the topic
+/// stays quiet for three seconds.
+async fn status_events_of(env: &TestEnv, job: JobId) -> Vec<JobStatusChanged> {
+    use rdkafka::Message;
+    let reader = recq::kafka::consumer::reader(&env.kafka).unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&env.topics.jobs, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    reader.assign(&list).unwrap();
+    let mut events = Vec::new();
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), reader.recv()).await {
+        let message = message.unwrap().detach();
+        if let Ok(JobEvent::Status(event)) = env
+            .codec
+            .decode_job_event(message.key(), message.payload())
+            .await
+            && event.job_id == job
+        {
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlasting_the_max_poll_interval_ends_with_one_done_instead_of_moving_between_workers()
+ {
+    const POLL_INTERVAL: Duration = Duration::from_secs(6);
+    let env = TestEnv::new(1).await;
+    let projector = env.start_projector();
+    let slow_user = UserId::new(7).unwrap();
+    let recommender: Arc<dyn Recommend> = Arc::new(SlowFor {
+        inner: small_recommender(),
+        user: slow_user,
+        delay: POLL_INTERVAL * 5 / 2,
+    });
+    // Two workers, one slot each, that leave the group after 6 s without polling.
+    let mut kafka = env.kafka.clone();
+    for (key, value) in [
+        ("session.timeout.ms", "6000"),
+        ("max.poll.interval.ms", "6000"),
+    ] {
+        kafka.properties.push((key.to_owned(), value.to_owned()));
+    }
+    let mut config = env.worker_config();
+    config.concurrency = 1;
+    let workers = [
+        env.start_worker_on(
+            kafka.clone(),
+            config.clone(),
+            recommender.clone(),
+            env.codec.clone(),
+        ),
+        env.start_worker_on(kafka, config, recommender, env.codec.clone()),
+    ];
+    // The slow job first; the fast ones behind it on the same partition.
+    let users: Vec<UserId> = [7, 3, 4, 5].map(|u| UserId::new(u).unwrap()).to_vec();
+    let jobs = recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &users)
+        .await
+        .unwrap();
+    wait_for_terminal(&env, 4, Duration::from_secs(120)).await;
+    // Give a job moving between workers time to show a further attempt.
+    tokio::time::sleep(POLL_INTERVAL * 2).await;
+    for worker in workers {
+        worker.stop().await;
+    }
+    projector.stop().await;
+
+    let slow = jobs[0];
+    let events = status_events_of(&env, slow).await;
+    let statuses: Vec<(JobStatus, i32)> = events.iter().map(|e| (e.status, e.attempt)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (JobStatus::Queue, 1),
+            (JobStatus::Process, 1),
+            (JobStatus::Done, 1)
+        ],
+        "the slow job ran once, on one worker"
+    );
+    let row = db::jobs::job(&env.db.pool, slow).await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempt), (JobStatus::Done, 1));
+    assert!(
+        row.processing_time >= 15,
+        "processing time {} s covers the whole slow run",
+        row.processing_time
+    );
+    for job in &jobs[1..] {
+        let row = db::jobs::job(&env.db.pool, *job).await.unwrap().unwrap();
+        assert_eq!((row.status, row.attempt), (JobStatus::Done, 1));
+    }
     let report = env.verify().await;
     assert!(report.is_consistent(), "{report}");
 }

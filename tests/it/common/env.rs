@@ -8,7 +8,7 @@ use recq::kafka::codec::Codec;
 use recq::kafka::producer::{Outgoing, Producer};
 use recq::kafka::{KafkaSettings, Topics};
 use recq::projector::{self, ProjectorConfig};
-use recq::recommend::{Ratings, Recommender};
+use recq::recommend::{Ratings, Recommend, Recommender};
 use recq::worker::{self, WorkerConfig, WorkerDeps};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -138,12 +138,12 @@ impl TestEnv {
         }
     }
 
-    pub fn start_worker(&self, recommender: Arc<Recommender>) -> Running {
+    pub fn start_worker(&self, recommender: Arc<dyn Recommend>) -> Running {
         self.start_worker_with(recommender, self.codec.clone())
     }
 
     /// What a worker of this environment needs, decoding and encoding with `codec`.
-    pub fn worker_deps(&self, recommender: Arc<Recommender>, codec: Codec) -> WorkerDeps {
+    pub fn worker_deps(&self, recommender: Arc<dyn Recommend>, codec: Codec) -> WorkerDeps {
         WorkerDeps {
             topics: self.topics.clone(),
             codec,
@@ -154,7 +154,7 @@ impl TestEnv {
     }
 
     /// A worker decoding and encoding with `codec` (e.g. a registry behind a proxy).
-    pub fn start_worker_with(&self, recommender: Arc<Recommender>, codec: Codec) -> Running {
+    pub fn start_worker_with(&self, recommender: Arc<dyn Recommend>, codec: Codec) -> Running {
         self.start_worker_using(self.worker_config(), recommender, codec)
     }
 
@@ -162,13 +162,24 @@ impl TestEnv {
     pub fn start_worker_using(
         &self,
         config: WorkerConfig,
-        recommender: Arc<Recommender>,
+        recommender: Arc<dyn Recommend>,
+        codec: Codec,
+    ) -> Running {
+        self.start_worker_on(self.kafka.clone(), config, recommender, codec)
+    }
+
+    /// A worker with its own Kafka client settings (e.g. a short max.poll.interval.ms).
+    pub fn start_worker_on(
+        &self,
+        kafka: KafkaSettings,
+        config: WorkerConfig,
+        recommender: Arc<dyn Recommend>,
         codec: Codec,
     ) -> Running {
         let cancel = CancellationToken::new();
         let deps = self.worker_deps(recommender, codec);
         let handle = tokio::spawn({
-            let (kafka, cancel) = (self.kafka.clone(), cancel.clone());
+            let cancel = cancel.clone();
             async move {
                 worker::run(config, kafka, deps, cancel)
                     .await
