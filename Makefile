@@ -14,7 +14,7 @@ BENCH_PORT ?= 39092
 BROKER_SH := deploy/local/broker.sh
 RECQ := target/release/recq
 
-.PHONY: help build data broker up down demo test lint fmt ci bench bench-build clean-cache
+.PHONY: help build data broker up down demo test lint fmt chaos bench
 
 help:
 	@echo "make demo   run the whole pipeline on real MovieLens data (sets up what is missing)"
@@ -23,6 +23,7 @@ help:
 	@echo "make data   install MovieLens 100k into $(RECQ_CACHE)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make bench  performance figures side by side (bench/README.md); writes bench/results.json"
+	@echo "make chaos  20,000 requests while roles are SIGKILLed and the broker paused (docs/chaos.md)"
 
 build:
 	cargo build --release --locked
@@ -74,6 +75,11 @@ bench: build data
 	  target/release/recq-bench --recq-bin $(RECQ) $(BENCH_ARGS); rc=$$?; \
 	if [ $$started = 1 ]; then RECQ_BROKER_PORT=$(BENCH_PORT) $(BROKER_SH) stop; fi; \
 	exit $$rc
+
+## Chaos: its own private broker (BROKER=tansu or nisshi; nisshi is also restarted) and the
+## database recq_chaos; CHAOS_ARGS passes options (see target/release/recq-chaos --help).
+chaos: build data broker
+	target/release/recq-chaos --recq-bin $(RECQ) $(CHAOS_ARGS)
 
 lint:
 	cargo fmt --check

@@ -6,10 +6,12 @@
 
 pub mod app;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod harness;
 pub mod kafka;
 pub mod metrics;
 pub mod projector;

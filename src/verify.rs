@@ -170,13 +170,46 @@ async fn fold_log(
     report: &mut VerifyReport,
 ) -> Result<Projection, VerifyError> {
     let mut projection = Projection::default();
+    let read = read_log(kafka, topics, codec, positions, idle, |event| match event {
+        Event::Job(event) => projection.apply_job(&event),
+        Event::Recommendations(event) => projection.apply_recommendations(&event),
+        Event::Erasure(event) => projection.apply_erasure(&event),
+    })
+    .await?;
+    report.events_read += read.events;
+    report.undecodable += read.undecodable;
+    Ok(projection)
+}
+
+/// What [`read_log`] read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogRead {
+    /// Records below the stored positions.
+    pub events: u64,
+    /// Of those, records that do not decode (the projector skipped them too).
+    pub undecodable: u64,
+}
+
+/// Reads each partition of `positions` from offset 0 up to (not including) its stored
+/// position and hands every decoded event to `visit`, in partition order. It never asks the
+/// broker for watermarks: a partition that yields nothing for `idle` before its position is
+/// an error.
+pub async fn read_log(
+    kafka: &KafkaSettings,
+    topics: &Topics,
+    codec: &Codec,
+    positions: &BTreeMap<Partition, i64>,
+    idle: Duration,
+    mut visit: impl FnMut(Event),
+) -> Result<LogRead, VerifyError> {
+    let mut read = LogRead::default();
     let mut remaining: BTreeMap<Partition, i64> = positions
         .iter()
         .filter(|(_, next)| **next > 0)
         .map(|(p, n)| (p.clone(), *n))
         .collect();
     if remaining.is_empty() {
-        return Ok(projection);
+        return Ok(read);
     }
     let reader = consumer::reader(kafka)?;
     let mut assignment = TopicPartitionList::new();
@@ -215,19 +248,17 @@ async fn fold_log(
             remaining.remove(&key);
             continue;
         }
-        report.events_read += 1;
+        read.events += 1;
         let message = message.detach();
         match decode(|| crate::projector::decode_event(codec, topics, &message)).await? {
-            Some(Event::Job(event)) => projection.apply_job(&event),
-            Some(Event::Recommendations(event)) => projection.apply_recommendations(&event),
-            Some(Event::Erasure(event)) => projection.apply_erasure(&event),
-            None => report.undecodable += 1,
+            Some(event) => visit(event),
+            None => read.undecodable += 1,
         }
         if message.offset() + 1 >= stored {
             remaining.remove(&key);
         }
     }
-    Ok(projection)
+    Ok(read)
 }
 
 /// Decodes with retries on registry outages; poison yields None (the projector skipped it).

@@ -25,8 +25,20 @@ pub async fn submit(
             requested_at: now(),
         })
         .collect();
+    send_requests(codec, producer, topics, &requests).await?;
+    Ok(requests.iter().map(|r| r.job_id).collect())
+}
+
+/// Produces `requests` (keyed by user) and waits until the broker acknowledged all of them.
+/// Sending the same requests again after a failure is safe: a job id runs once.
+pub async fn send_requests(
+    codec: &Codec,
+    producer: &Producer,
+    topics: &Topics,
+    requests: &[RecommendationRequested],
+) -> Result<(), AppError> {
     let mut encoded = Vec::with_capacity(requests.len());
-    for request in &requests {
+    for request in requests {
         let value = codec
             .encode_request(&topics.requests, request)
             .await
@@ -42,7 +54,7 @@ pub async fn submit(
         })
     });
     futures::future::try_join_all(sends).await?;
-    Ok(requests.iter().map(|r| r.job_id).collect())
+    Ok(())
 }
 
 /// Parses user ids given on the command line.

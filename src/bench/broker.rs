@@ -9,10 +9,10 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::fresh_db;
-use super::child::Role;
 use super::events::StreamEvent;
 use super::{BenchError, Ctx, random_suffix};
 use crate::db;
+use crate::harness::role::Role;
 use crate::kafka::producer::Outgoing;
 use crate::kafka::{KafkaError, Topics, admin};
 use crate::rebuild::{RebuildOptions, rebuild};

@@ -11,12 +11,12 @@ use tokio::time::MissedTickBehavior;
 
 use super::apply::fresh_db;
 use super::broker::fresh_topics;
-use super::child::Role;
 use super::events::USERS;
 use super::{BenchError, Ctx, percentile, random_suffix};
 use crate::db;
 use crate::domain::events::now;
 use crate::domain::{JobId, RecommendationRequested, UserId};
+use crate::harness::role::Role;
 use crate::kafka::Topics;
 use crate::kafka::producer::Outgoing;
 

@@ -9,7 +9,6 @@
 
 pub mod apply;
 pub mod broker;
-pub mod child;
 pub mod e2e;
 pub mod events;
 pub mod recommender;
@@ -133,6 +132,8 @@ pub enum BenchError {
     App(#[from] crate::app::AppError),
     #[error(transparent)]
     Recommend(#[from] crate::recommend::RecommendError),
+    #[error(transparent)]
+    Harness(#[from] crate::harness::HarnessError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -169,9 +170,7 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 }
 
 /// A short random suffix for database-independent names (topics, groups).
-pub fn random_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
-}
+pub use crate::harness::random_suffix;
 
 #[cfg(test)]
 mod tests {

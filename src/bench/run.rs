@@ -1,7 +1,6 @@
 //! The bench's order of work: recommender (7), then per repetition the from-memory figures
 //! side by side (1, 2, 3, 5), then the broker figures (4, 5), then end to end (6).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -30,21 +29,9 @@ const DATABASES: [&str; 8] = [
 pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
     let started = Instant::now();
     let registry_pool = fresh_db(&args.pg_server, "registry", 4).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(BenchError::io("binding the bench's schema registry"))?;
-    let registry_url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map_err(BenchError::io("registry address"))?
-    );
     let services = CancellationToken::new();
-    let registry = tokio::spawn(crate::registry::serve(
-        registry_pool,
-        listener,
-        services.clone(),
-    ));
+    let (registry_url, registry) =
+        crate::harness::serve_registry(registry_pool, services.clone()).await?;
     let kafka = KafkaSettings {
         brokers: args.brokers.clone(),
         properties: Vec::new(),
@@ -57,7 +44,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
             .unwrap_or_else(|| crate::config::data_dir(&crate::cli::DataArgs { data_dir: None })),
         recq: match &args.recq_bin {
             Some(path) => path.clone(),
-            None => sibling_binary("recq")?,
+            None => crate::harness::sibling_binary("recq")?,
         },
         codec: Codec::new(&registry_url),
         producer: Producer::new(&kafka)?,
@@ -361,17 +348,4 @@ async fn figures(ctx: &Ctx) -> Result<Figures, BenchError> {
         }
     }
     Ok(f)
-}
-
-fn sibling_binary(name: &str) -> Result<PathBuf, BenchError> {
-    let exe = std::env::current_exe().map_err(BenchError::io("locating recq-bench"))?;
-    let path = exe.with_file_name(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(BenchError::Failed(format!(
-            "no {} next to recq-bench; build it (`cargo build --release`) or pass --recq-bin",
-            path.display()
-        )))
-    }
 }

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::common::broker::{Kind, PrivateBroker};
 use crate::common::env::{Running, TestEnv, eventually, small_recommender};
 use crate::common::proxy::Proxy;
+use recq::harness::broker::{Kind, LocalBroker};
 
 /// Log lines of one role, captured by running its future under its own subscriber.
 #[derive(Clone, Default)]
@@ -229,7 +229,7 @@ async fn a_schema_registry_outage_pauses_worker_and_projector_and_dead_letters_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_broker_pauses_the_pipeline_which_resumes_after_sigcont_and_loses_nothing() {
-    let broker = PrivateBroker::start(Kind::Tansu).await;
+    let broker = LocalBroker::start(Kind::Tansu).await.unwrap();
     let env = TestEnv::with_brokers(broker.brokers(), 3).await;
     let worker = env.start_worker(small_recommender());
     let projector = env.start_projector();
@@ -241,11 +241,11 @@ async fn a_paused_broker_pauses_the_pipeline_which_resumes_after_sigcont_and_los
     .await;
     jobs.extend(submit(&env, &users(10, 30)).await);
     // Paused at once, with the worker and projector in the middle of these jobs.
-    broker.pause();
+    broker.pause().unwrap();
     let done_at_pause = done_count(&env, &jobs).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(done_count(&env, &jobs).await, done_at_pause);
-    broker.resume();
+    broker.resume().unwrap();
     eprintln!(
         "broker SIGSTOP: {done_at_pause} of {} jobs done when paused",
         jobs.len()
@@ -268,7 +268,7 @@ async fn a_paused_broker_pauses_the_pipeline_which_resumes_after_sigcont_and_los
 /// fails rather than skips without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_persistent_broker_loses_no_request_and_verify_passes() {
-    let mut broker = PrivateBroker::start(Kind::Nisshi).await;
+    let mut broker = LocalBroker::start(Kind::Nisshi).await.unwrap();
     let env = TestEnv::with_brokers(broker.brokers(), 3).await;
     let worker = env.start_worker(small_recommender());
     let projector = env.start_projector();
@@ -280,7 +280,7 @@ async fn a_restarted_persistent_broker_loses_no_request_and_verify_passes() {
     .await;
 
     let restarted_at = Instant::now();
-    broker.restart().await;
+    broker.restart().await.unwrap();
     eprintln!("nisshi restarted in {:?}", restarted_at.elapsed());
     let after = submit(&env, &users(30, 20)).await;
     jobs.extend(&after);

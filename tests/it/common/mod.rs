@@ -1,6 +1,5 @@
 //! Shared test helpers: every test gets its own database and its own random names.
 
-pub mod broker;
 pub mod env;
 pub mod proxy;
 

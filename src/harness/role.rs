@@ -1,4 +1,5 @@
-//! recq roles run as child processes, so that memory and CPU are measured per role.
+//! recq roles run as child processes, so that memory and CPU are measured per role and a
+//! role can be killed the way production kills it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::BenchError;
+use super::HarnessError;
 
 /// A running `recq <role>`; its log goes to a file.
 pub struct Role {
@@ -17,19 +18,34 @@ pub struct Role {
 }
 
 impl Role {
-    /// Starts `recq <args>` with `env` added to the bench's environment.
+    /// Starts `recq <args>` with `env` added to this process's environment, logging to
+    /// `$TMPDIR/recq-<name>.log`.
     pub fn spawn(
         recq: &Path,
         name: &str,
         args: &[&str],
         env: &[(&str, String)],
-    ) -> Result<Role, BenchError> {
-        let log = std::env::temp_dir().join(format!("recq-bench-{name}.log"));
-        let file = std::fs::File::create(&log)
-            .map_err(BenchError::io(format!("creating {}", log.display())))?;
+    ) -> Result<Role, HarnessError> {
+        let log = std::env::temp_dir().join(format!("recq-{name}.log"));
+        Role::spawn_logging_to(recq, name, args, env, log)
+    }
+
+    /// Like [`Role::spawn`], appending the role's output to `log`.
+    pub fn spawn_logging_to(
+        recq: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: PathBuf,
+    ) -> Result<Role, HarnessError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(HarnessError::io(format!("creating {}", log.display())))?;
         let stderr = file
             .try_clone()
-            .map_err(BenchError::io("cloning a log file handle"))?;
+            .map_err(HarnessError::io("cloning a log file handle"))?;
         let mut command = Command::new(recq);
         command
             .args(args)
@@ -40,9 +56,9 @@ impl Role {
             .kill_on_drop(true);
         let child = command
             .spawn()
-            .map_err(BenchError::io(format!("starting {}", recq.display())))?;
+            .map_err(HarnessError::io(format!("starting {}", recq.display())))?;
         let pid = child.id().ok_or_else(|| {
-            BenchError::Failed(format!("{name} exited at once; see {}", log.display()))
+            HarnessError::Failed(format!("{name} exited at once; see {}", log.display()))
         })?;
         Ok(Role {
             name: name.to_owned(),
@@ -52,17 +68,30 @@ impl Role {
         })
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// Fails if the role has exited (it should run until stopped).
-    pub fn check_running(&mut self) -> Result<(), BenchError> {
+    pub fn check_running(&mut self) -> Result<(), HarnessError> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(BenchError::Failed(format!(
+            Ok(Some(status)) => Err(HarnessError::Failed(format!(
                 "{} exited ({status}); see {}",
                 self.name,
                 self.log.display()
             ))),
-            Err(e) => Err(BenchError::io(format!("checking {}", self.name))(e)),
+            Err(e) => Err(HarnessError::io(format!("checking {}", self.name))(e)),
         }
+    }
+
+    /// SIGKILL: no draining, no final commit, exactly what a crash or an OOM kill does.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Peak resident memory so far (VmHWM), in MB (10^6 bytes).
@@ -77,8 +106,9 @@ impl Role {
         parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks_per_second())
     }
 
-    /// SIGTERM (the roles drain and commit on it), then SIGKILL after 30 s.
-    pub async fn stop(mut self) {
+    /// SIGTERM (the roles drain and commit on it), then SIGKILL after 30 s. Returns false if
+    /// it had to be killed.
+    pub async fn stop(mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -89,7 +119,9 @@ impl Role {
         {
             tracing::warn!(role = %self.name, "did not stop within 30 s of SIGTERM; killing it");
             let _ = self.child.kill().await;
+            return false;
         }
+        true
     }
 }
 
