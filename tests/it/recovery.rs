@@ -136,9 +136,14 @@ async fn a_worker_killed_right_after_polling_a_request_does_not_lose_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job_finishes_once() {
+    const JOBS: i64 = 800;
     let env = TestEnv::new(2).await;
     let projector = env.start_projector();
-    let users: Vec<UserId> = (0..200).map(|i| UserId::new(i % 60 + 1).unwrap()).collect();
+    // Enough jobs that every one of the ten workers is killed with work left (each gets
+    // through 15-65 jobs before it is seen finishing one).
+    let users: Vec<UserId> = (0..JOBS)
+        .map(|i| UserId::new(i % 60 + 1).unwrap())
+        .collect();
     recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &users)
         .await
         .unwrap();
@@ -148,21 +153,28 @@ async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job
     for restart in 0..10 {
         let worker = env.start_worker_using(config.clone(), recommender.clone(), env.codec.clone());
         let before = terminal_count(&env).await;
-        // Kill it once it made some progress (or after a while, if the group was slow).
-        let _ = tokio::time::timeout(Duration::from_secs(8), async {
-            while terminal_count(&env).await == before {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+        // Kill it mid-run: once it finished a job (it holds its partitions then). Not while
+        // it is still joining the group: the task's consumer leaves the group as it is
+        // dropped, and a LeaveGroup during a pending join wedges Tansu's group for good
+        // (seen here: no member of the group got partitions again within 400 s). A SIGKILL
+        // sends no LeaveGroup; that case is make chaos's.
+        eventually(
+            "the worker to finish a job",
+            Duration::from_secs(90),
+            || async {
+                let now = terminal_count(&env).await;
+                (now > before || now == JOBS).then_some(())
+            },
+        )
         .await;
         worker.kill().await;
         eprintln!(
-            "restart {restart}: {} of 200 finished",
+            "restart {restart}: {} of {JOBS} finished",
             terminal_count(&env).await
         );
     }
     let worker = env.start_worker_using(config, recommender, env.codec.clone());
-    wait_for_terminal(&env, 200, Duration::from_secs(120)).await;
+    wait_for_terminal(&env, JOBS, Duration::from_secs(120)).await;
     worker.stop().await;
     projector.stop().await;
 
@@ -170,7 +182,7 @@ async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 200);
+    assert_eq!(rows, JOBS);
     let report = env.verify().await;
     assert!(report.is_consistent(), "{report}");
 }

@@ -22,6 +22,17 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
+/// Logs of the roles running in tests, off unless `RECQ_TEST_LOG` holds a filter (e.g.
+/// `RECQ_TEST_LOG=recq=debug cargo test ... -- --nocapture`). Once per test binary.
+pub fn init_test_logging() {
+    if let Ok(filter) = std::env::var("RECQ_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A fresh database with recq's migrations applied. Dropped databases are not cleaned up
 /// on purpose: a failed test leaves its data behind to inspect.
 pub struct TestDb {
@@ -31,6 +42,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        init_test_logging();
         let server = server_url();
         let name = format!("recq_test_{}", random_suffix());
         let admin = recq::db::connect(&server, 1, Duration::from_secs(5))
