@@ -19,7 +19,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(chaos::run(args)) {
+    // Ctrl-C or SIGTERM drops the run: its processes are killed and its broker stopped
+    // (they are killed on drop), so nothing it started outlives it.
+    let outcome = runtime.block_on(async {
+        let stop = recq::shutdown::on_signals();
+        tokio::select! {
+            outcome = chaos::run(args) => Some(outcome),
+            _ = stop.cancelled() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        eprintln!("error: interrupted; the run's processes and broker were stopped");
+        return ExitCode::FAILURE;
+    };
+    match outcome {
         Ok(figures) => {
             println!("{figures}");
             if figures.passed() {

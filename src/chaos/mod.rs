@@ -137,7 +137,7 @@ pub async fn run(args: ChaosArgs) -> Result<Figures, ChaosError> {
         None => crate::harness::sibling_binary("recq")?,
     };
 
-    let mut broker = LocalBroker::start(args.broker).await?;
+    let mut broker = LocalBroker::start_in(args.broker, log_dir.join("broker"), false).await?;
     db::recreate_database(&args.database_url, CONNECT_TIMEOUT).await?;
     let pool = db::connect(&args.database_url, 4, CONNECT_TIMEOUT).await?;
     db::migrate(&pool).await?;

@@ -65,12 +65,17 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(2);
 const RESTART_SETTLE: Duration = Duration::from_secs(10);
 
 /// Lays out the steps, sorted by time: a projector joins at 15 % of the window, the broker
-/// pauses at 35 %, the extra projector leaves at 75 %, the broker restarts at 88 %; kills fall
+/// pauses at 35 %, the extra projector leaves at 75 % (and at least 20 s after the pause
+/// ends), the broker restarts at 88 % (and after the projector left); kills fall
 /// at random times outside the calm spans around those, alternating workers and projectors.
 /// Fails if `kills` do not fit.
 pub fn plan(spec: PlanSpec) -> Result<Vec<Step>, String> {
     let at = |fraction: f64| spec.window.mul_f64(fraction);
-    let (pause_at, leave_at, restart_at) = (at(0.35), at(0.75), at(0.88));
+    // The projector leaves once the group has settled after the pause, the broker restarts
+    // once it has left.
+    let pause_at = at(0.35);
+    let leave_at = at(0.75).max(pause_at + spec.pause + LEAVE_CALM);
+    let restart_at = at(0.88).max(leave_at + QUIET);
     let mut steps = vec![
         Step {
             at: at(0.15),
@@ -232,8 +237,9 @@ mod tests {
     #[test]
     fn the_short_run_of_make_test_and_the_full_run_always_fit() {
         for seed in 0..300 {
+            // tests/it/chaos.rs: 6,000 requests at 100/s.
             let short = PlanSpec {
-                window: Duration::from_secs(40),
+                window: Duration::from_secs(60),
                 kills: 6,
                 pause: Duration::from_secs(5),
                 restart_broker: false,
@@ -242,5 +248,17 @@ mod tests {
             assert!(plan(short).is_ok(), "seed {seed}");
             assert!(plan(spec(seed)).is_ok(), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn the_projector_leaves_only_after_the_group_settled_from_the_pause() {
+        let mut short = spec(5);
+        short.window = Duration::from_secs(40);
+        short.kills = 4;
+        let steps = plan(short).unwrap();
+        let when = |action: Action| steps.iter().find(|s| s.action == action).unwrap().at;
+        let resumed = when(Action::PauseBroker(short.pause)) + short.pause;
+        assert!(when(Action::RemoveProjector) >= resumed + LEAVE_CALM);
+        assert!(when(Action::RestartBroker) > when(Action::RemoveProjector));
     }
 }

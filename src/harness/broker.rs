@@ -43,12 +43,25 @@ pub struct LocalBroker {
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Whether the data directory is removed when the broker is dropped.
+    temporary: bool,
 }
 
 impl LocalBroker {
     /// Starts a broker of `kind` on a free loopback port and waits until it listens. Fails,
     /// saying how to install it, when it is not installed.
     pub async fn start(kind: Kind) -> Result<LocalBroker, HarnessError> {
+        let dir = std::env::temp_dir().join(format!("recq-broker-{}", super::random_suffix()));
+        LocalBroker::start_in(kind, dir, true).await
+    }
+
+    /// Like [`LocalBroker::start`], with its storage and log (`broker.log`) in `data_dir`,
+    /// which is kept afterwards unless `temporary`.
+    pub async fn start_in(
+        kind: Kind,
+        data_dir: PathBuf,
+        temporary: bool,
+    ) -> Result<LocalBroker, HarnessError> {
         let binary = kind.binary();
         if !binary.is_file() {
             return Err(HarnessError::Failed(format!(
@@ -57,7 +70,6 @@ impl LocalBroker {
                 kind.install_command()
             )));
         }
-        let data_dir = std::env::temp_dir().join(format!("recq-broker-{}", super::random_suffix()));
         std::fs::create_dir_all(&data_dir)
             .map_err(HarnessError::io(format!("creating {}", data_dir.display())))?;
         let mut broker = LocalBroker {
@@ -67,6 +79,7 @@ impl LocalBroker {
             log: data_dir.join("broker.log"),
             data_dir,
             child: None,
+            temporary,
         };
         broker.spawn().await?;
         Ok(broker)
@@ -192,6 +205,8 @@ impl Drop for LocalBroker {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }

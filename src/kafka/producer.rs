@@ -62,14 +62,20 @@ impl Producer {
             .clone()
     }
 
-    /// An idempotent producer whose messages timed out (a broker paused or restarted) can hit
-    /// a fatal error — a sequence gap the broker cannot resolve — after which every send fails.
-    /// The records it lost were never acknowledged, so their callers retry them; a new client
-    /// lets those retries succeed instead of failing forever.
-    fn replace_if_fatal(&self, failed: &FutureProducer) {
+    /// An idempotent producer whose messages timed out (a broker paused or restarted) can end
+    /// up with a producer id the broker no longer accepts: a fatal error (a sequence gap the
+    /// broker cannot resolve), or — seen with Tansu after a 20 s SIGSTOP — every record
+    /// refused with `ProducerFenced`, for as long as the client lives. The records were never
+    /// acknowledged, so their callers retry them; a new client (a new producer id) lets those
+    /// retries succeed instead of failing forever.
+    fn replace_if_broken(&self, failed: &FutureProducer, error: &rdkafka::error::KafkaError) {
         use rdkafka::producer::Producer as _;
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            return;
+        let reason = match failed.client().fatal_error() {
+            Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
+            None if refuses_producer_id(error) => {
+                format!("the broker refuses its producer id: {error}")
+            }
+            None => return,
         };
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if !std::ptr::eq(inner.client().native_ptr(), failed.client().native_ptr()) {
@@ -77,11 +83,11 @@ impl Producer {
         }
         match Self::client(&self.settings) {
             Ok(fresh) => {
-                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it with a new one");
+                tracing::warn!(%reason, "Kafka producer replaced with a new one");
                 *inner = fresh;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Kafka producer hit a fatal error and could not be recreated")
+                tracing::warn!(%reason, error = %e, "Kafka producer is broken and could not be recreated")
             }
         }
     }
@@ -114,7 +120,7 @@ impl Producer {
         match result {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err((source, _)) => {
-                self.replace_if_fatal(&producer);
+                self.replace_if_broken(&producer, &source);
                 Err(KafkaError::Delivery {
                     topic: record.topic.to_owned(),
                     source,
@@ -129,5 +135,53 @@ impl Producer {
         self.current()
             .flush(self.timeout)
             .map_err(KafkaError::Client)
+    }
+}
+
+/// Errors after which this client's producer id will not be accepted again: retrying with
+/// the same client cannot succeed.
+fn refuses_producer_id(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::ProducerFenced
+                | Code::InvalidProducerEpoch
+                | Code::UnknownProducerId
+                | Code::OutOfOrderSequenceNumber
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError as RdError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::refuses_producer_id;
+
+    #[test]
+    fn a_fenced_or_unknown_producer_id_needs_a_new_client_and_a_timeout_does_not() {
+        for code in [
+            Code::ProducerFenced,
+            Code::InvalidProducerEpoch,
+            Code::UnknownProducerId,
+            Code::OutOfOrderSequenceNumber,
+        ] {
+            assert!(
+                refuses_producer_id(&RdError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::MessageTimedOut,
+            Code::BrokerTransportFailure,
+            Code::MessageSizeTooLarge,
+        ] {
+            assert!(
+                !refuses_producer_id(&RdError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
     }
 }

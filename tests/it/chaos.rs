@@ -1,6 +1,6 @@
 //! A short `make chaos` inside `make test`: real `recq worker` and `recq projector` processes
 //! (the binary this test suite was built with) on a private Tansu broker, SIGKILLed six
-//! times, the broker SIGSTOPped for 5 s and a projector added and removed, while 4,000
+//! times, the broker SIGSTOPped for 5 s and a projector added and removed, while 6,000
 //! requests for real MovieLens users flow. The same checks as `make chaos` must pass.
 
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ async fn under_kills_a_paused_broker_and_rebalances_no_request_is_lost_or_counte
         database_url: with_database(&server_url(), &format!("recq_test_{}", random_suffix())),
         data_dir: std::env::var_os("RECQ_DATA_DIR").map(PathBuf::from),
         recq_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_recq"))),
-        requests: 4_000,
+        requests: 6_000,
         rate: 100,
         kills: 6,
         pause_secs: 5,
@@ -41,7 +41,7 @@ async fn under_kills_a_paused_broker_and_rebalances_no_request_is_lost_or_counte
         (1, 1)
     );
     assert_eq!(
-        figures.done, 4_000,
+        figures.done, 6_000,
         "every MovieLens user is known, so every job ends done"
     );
 }
