@@ -137,8 +137,8 @@ pub fn erased_user_events() -> u64 {
 
 static STALE: AtomicU64 = AtomicU64::new(0);
 
-/// Counts job changes that met a stored row as new or newer and so changed nothing (stale or
-/// duplicate events arriving after the row moved on). Changes superseded within one batch are
+/// Counts job changes that met a newer stored row and so changed nothing (stale events,
+/// or duplicates arriving after the row moved on). Changes superseded within one batch are
 /// coalesced away before they reach the table and are not counted here.
 pub fn stale_updates_ignored(n: u64) {
     STALE.fetch_add(n, Ordering::Relaxed);

@@ -102,7 +102,7 @@ pub async fn apply_erasures(
 pub struct JobsApplied {
     /// Changes dropped because their user was erased.
     pub erased: usize,
-    /// Changes that lost to a row already as new or newer (stale or duplicate events).
+    /// Changes that lost to a newer stored row (stale events; a duplicate rewrites the same state).
     pub stale: u64,
 }
 
@@ -150,7 +150,7 @@ pub async fn apply_jobs(
              updated_at = EXCLUDED.updated_at, started_at = EXCLUDED.started_at, \
              finished_at = EXCLUDED.finished_at, attempt = EXCLUDED.attempt, \
              last_error = EXCLUDED.last_error, seq = EXCLUDED.seq \
-         WHERE recommendation_queues.seq < EXCLUDED.seq",
+         WHERE recommendation_queues.seq <= EXCLUDED.seq",
     )
     .bind(rows.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.user_id.get()).collect::<Vec<_>>())

@@ -1,8 +1,11 @@
 //! The fold: how events become rows. The live projector, `recq verify` and rebuilds all use
 //! these functions, so the table is the same however the events arrive.
 //!
-//! A row is the state carried by the job's newest event (highest `seq`; on a tie the first one
-//! wins), so duplicates, redeliveries and stale events are no-ops. A tombstone removes the row;
+//! A row is the state carried by the job's newest event: the highest `seq`, and on a tie the
+//! later one in the log. Stale events are no-ops, and so are duplicates, which carry the same
+//! state. Ties go to the later event because that is the one log compaction keeps: a job
+//! re-run as the same attempt (its worker died before the projection showed it finished)
+//! emits the same `seq` again with new times, and a compacted log holds only the re-run. A tombstone removes the row;
 //! events after it start from nothing. An erased user's rows are removed and every event for
 //! them is dropped, before or after the erasure, so the result does not depend on how the
 //! erasures topic interleaves with the others.
@@ -86,7 +89,7 @@ impl RecommendationsEvent {
 pub fn apply(row: Option<JobRow>, event: &JobEvent) -> Option<JobRow> {
     match (row, event) {
         (_, JobEvent::Tombstone(_)) => None,
-        (Some(row), JobEvent::Status(e)) if row.seq >= e.seq => Some(row),
+        (Some(row), JobEvent::Status(e)) if row.seq > e.seq => Some(row),
         (_, JobEvent::Status(e)) => Some(JobRow::from_event(e)),
     }
 }
@@ -115,11 +118,11 @@ pub struct Pending<T> {
 
 impl Pending<JobRow> {
     /// What the database does with this: delete if reset, then upsert unless the stored row
-    /// is as new or newer. The SQL in `db::jobs` implements exactly this.
+    /// is newer. The SQL in `db::jobs` implements exactly this.
     pub fn apply_to(self, stored: Option<JobRow>) -> Option<JobRow> {
         let stored = if self.reset { None } else { stored };
         match (stored, self.value) {
-            (Some(stored), Some(new)) if stored.seq >= new.seq => Some(stored),
+            (Some(stored), Some(new)) if stored.seq > new.seq => Some(stored),
             (stored, None) => stored,
             (_, Some(new)) => Some(new),
         }

@@ -53,6 +53,26 @@ fn a_redelivered_event_changes_nothing() {
 }
 
 #[test]
+fn a_job_re_run_as_the_same_attempt_shows_the_re_run_as_a_compacted_log_would() {
+    let run = run(1);
+    let mut events = lifecycle(&run);
+    let t = run.queued_at + Duration::seconds(20);
+    let again = [
+        JobEvent::Status(run.queued(t)),
+        JobEvent::Status(run.started(t)),
+        JobEvent::Status(run.done(t, t + Duration::milliseconds(40))),
+    ];
+    events.extend(again.iter().cloned());
+    let row = fold(&events).unwrap();
+    assert_eq!(
+        Some(row.clone()),
+        fold(&again[2..]),
+        "the newest event per job alone"
+    );
+    assert_eq!(row.started_at, Some(t));
+}
+
+#[test]
 fn events_out_of_order_leave_the_latest_state() {
     let run = run(1);
     let mut events = lifecycle(&run);
