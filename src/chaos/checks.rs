@@ -332,7 +332,7 @@ impl fmt::Display for Figures {
             f,
             "repeated outcomes",
             format!(
-                "{} redelivered or retried terminal events, each a no-op in the table",
+                "{} redelivered or re-run terminal events, each repeating its job's one outcome",
                 self.repeated_terminal_events
             ),
         )?;
