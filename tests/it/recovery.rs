@@ -27,6 +27,19 @@ async fn terminal_count(env: &TestEnv) -> i64 {
     .unwrap()
 }
 
+/// The number of finished jobs once it has not changed for a second.
+async fn settled_terminal_count(env: &TestEnv) -> i64 {
+    let mut last = terminal_count(env).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = terminal_count(env).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 async fn wait_for_terminal(env: &TestEnv, n: i64, timeout: Duration) {
     eventually(&format!("{n} finished jobs"), timeout, || async {
         (terminal_count(env).await == n).then_some(())
@@ -147,17 +160,24 @@ async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job
     recq::app::tools::submit(&env.codec, &env.producer, &env.topics, &users)
         .await
         .unwrap();
-    let recommender = small_recommender();
+    // Each answer takes 50 ms, so that a worker is seen finishing a job long before it
+    // finished them all (at full speed one got through 800 before the check saw it).
+    let recommender: Arc<dyn Recommend> = Arc::new(SlowFor {
+        inner: small_recommender(),
+        user: None,
+        delay: Duration::from_millis(50),
+    });
     let mut config = env.worker_config();
     config.concurrency = 16;
     for restart in 0..10 {
-        let worker = env.start_worker_using(config.clone(), recommender.clone(), env.codec.clone());
-        let before = terminal_count(&env).await;
-        // Kill it mid-run: once it finished a job (it holds its partitions then). Not while
-        // it is still joining the group: the task's consumer leaves the group as it is
-        // dropped, and a LeaveGroup during a pending join wedges Tansu's group for good
+        // Kill each worker mid-run: once it finished a job (it holds its partitions then).
+        // Not while it is still joining the group: the task's consumer leaves the group as
+        // it is dropped, and a LeaveGroup during a pending join wedges Tansu's group for good
         // (seen here: no member of the group got partitions again within 400 s). A SIGKILL
-        // sends no LeaveGroup; that case is make chaos's.
+        // sends no LeaveGroup; that case is make chaos's. The count is taken once the
+        // projector caught up with the previous worker, so that only this one's jobs move it.
+        let before = settled_terminal_count(&env).await;
+        let worker = env.start_worker_using(config.clone(), recommender.clone(), env.codec.clone());
         eventually(
             "the worker to finish a job",
             Duration::from_secs(90),
@@ -187,17 +207,18 @@ async fn with_more_concurrency_than_partitions_and_ten_worker_restarts_every_job
     assert!(report.is_consistent(), "{report}");
 }
 
-/// The real (small) recommender, slowed down for one user: that user's job outlasts the
-/// consumer's max.poll.interval.ms. Not a fake: it answers with the real model.
+/// The real (small) recommender, slowed down for one user (`None`: for everyone), e.g. so
+/// that a job outlasts the consumer's max.poll.interval.ms. Not a fake: it answers with the
+/// real model.
 struct SlowFor {
     inner: Arc<Recommender>,
-    user: UserId,
+    user: Option<UserId>,
     delay: Duration,
 }
 
 impl Recommend for SlowFor {
     fn recommend(&self, user: UserId, n: usize) -> Result<Vec<Recommendation>, RecommendError> {
-        if user == self.user {
+        if self.user.is_none_or(|slow| slow == user) {
             std::thread::sleep(self.delay);
         }
         self.inner.recommend(user, n)
@@ -237,7 +258,7 @@ async fn a_job_outlasting_the_max_poll_interval_ends_with_one_done_instead_of_mo
     let slow_user = UserId::new(7).unwrap();
     let recommender: Arc<dyn Recommend> = Arc::new(SlowFor {
         inner: small_recommender(),
-        user: slow_user,
+        user: Some(slow_user),
         delay: POLL_INTERVAL * 5 / 2,
     });
     // Two workers, one slot each, that leave the group after 6 s without polling.
