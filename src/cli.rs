@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
         /// Events per shadow-table transaction.
-        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        #[arg(long, default_value_t = crate::rebuild::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         batch_size: u32,
         /// Consider the log caught up after this many milliseconds without new events.
         #[arg(long, default_value_t = 2_000)]

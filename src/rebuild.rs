@@ -22,6 +22,10 @@ use crate::kafka::{KafkaError, KafkaSettings, Topics, admin, next_offset};
 use crate::projector::{Batch, ProjectorError, Target, decode_with_retry};
 use crate::retry::Backoff;
 
+/// Events per shadow-table transaction unless told otherwise (`recq rebuild --batch-size`).
+/// Larger than the projector's: a rebuild has no latency to keep.
+pub const DEFAULT_BATCH_SIZE: u32 = 20_000;
+
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
     /// Discard an interrupted rebuild's progress instead of resuming it.

@@ -168,7 +168,7 @@ pub async fn rebuild_through_broker(
     let pool = fresh_db(&ctx.args.pg_server, "rebuild", 4).await?;
     let options = RebuildOptions {
         restart: true,
-        batch_size: ctx.args.batch_size,
+        batch_size: ctx.args.rebuild_batch_size,
         idle: REBUILD_IDLE,
         progress: false,
     };

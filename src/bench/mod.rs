@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Projector batch size (the `recq projector` default).
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
+    /// Rebuild batch size, figure 5 (the `recq rebuild` default).
+    #[arg(long, default_value_t = crate::rebuild::DEFAULT_BATCH_SIZE as usize)]
+    pub rebuild_batch_size: usize,
     /// Partitions of the bench topics.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,

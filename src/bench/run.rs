@@ -72,6 +72,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
             "window": ctx.args.window,
             "seed_events": ctx.args.seed_events,
             "batch_size": ctx.args.batch_size,
+            "rebuild_batch_size": ctx.args.rebuild_batch_size,
             "partitions": ctx.args.partitions,
             "rate": ctx.args.rate,
             "duration_secs": ctx.args.duration_secs,
@@ -215,7 +216,8 @@ async fn figures(ctx: &Ctx) -> Result<Figures, BenchError> {
         if args.wants(5) {
             let pool = fresh_db(&args.pg_server, "rebuild_mem", 4).await?;
             let v =
-                apply::rebuild_from_memory(&pool, &events, args.batch_size, &memory_topics).await?;
+                apply::rebuild_from_memory(&pool, &events, args.rebuild_batch_size, &memory_topics)
+                    .await?;
             pool.close().await;
             f.add(
                 "5a",
@@ -314,7 +316,7 @@ async fn figures(ctx: &Ctx) -> Result<Figures, BenchError> {
                 "worker_processing_p50_ms",
                 "worker: finished_at − started_at, p50",
                 "ms",
-                "includes the acks of queue+process (linger.ms, broker)",
+                "encode + hand queue/process to the producer + model (acks awaited later)",
                 r.processing_p50_ms,
             );
             f.add(

@@ -100,23 +100,8 @@ impl Producer {
 
     /// Produces `record` and waits for the broker's acknowledgement. Returns (partition, offset).
     pub async fn send(&self, record: Outgoing<'_>) -> Result<(i32, i64), KafkaError> {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value.as_slice()),
-                })
-            });
-        let mut future = FutureRecord::<[u8], [u8]>::to(record.topic)
-            .key(record.key)
-            .headers(headers);
-        if let Some(value) = record.value {
-            future = future.payload(value);
-        }
         let producer = self.current();
-        let result = producer.send(future, self.timeout).await;
+        let result = producer.send(future_record(&record), self.timeout).await;
         match result {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err((source, _)) => {
@@ -129,12 +114,57 @@ impl Producer {
         }
     }
 
+    /// Hands `record` to the client now and returns a future of the broker's acknowledgement
+    /// (partition, offset). Records handed over one after another keep that order within a
+    /// partition (the producer is idempotent), whether or not the earlier ones were
+    /// acknowledged yet. Fails at once if the client cannot take it (its queue is full).
+    pub fn enqueue(
+        &self,
+        record: Outgoing<'_>,
+    ) -> Result<impl Future<Output = Result<(i32, i64), KafkaError>> + use<>, KafkaError> {
+        let producer = self.current();
+        let topic = record.topic.to_owned();
+        let delivery = match producer.send_result(future_record(&record)) {
+            Ok(delivery) => delivery,
+            Err((source, _)) => return Err(KafkaError::Delivery { topic, source }),
+        };
+        let this = self.clone();
+        Ok(async move {
+            let source = match delivery.await {
+                Ok(Ok(delivery)) => return Ok((delivery.partition, delivery.offset)),
+                Ok(Err((source, _))) => source,
+                Err(_) => rdkafka::error::KafkaError::Canceled,
+            };
+            this.replace_if_broken(&producer, &source);
+            Err(KafkaError::Delivery { topic, source })
+        })
+    }
+
     /// Waits for everything in flight to be delivered.
     pub fn flush(&self) -> Result<(), KafkaError> {
         use rdkafka::producer::Producer as _;
         self.current()
             .flush(self.timeout)
             .map_err(KafkaError::Client)
+    }
+}
+
+fn future_record<'a>(record: &Outgoing<'a>) -> FutureRecord<'a, [u8], [u8]> {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            })
+        });
+    let future = FutureRecord::<[u8], [u8]>::to(record.topic)
+        .key(record.key)
+        .headers(headers);
+    match record.value {
+        Some(value) => future.payload(value),
+        None => future,
     }
 }
 

@@ -173,19 +173,17 @@ async fn run(
     let started_at = now();
     let queued = run.queued(started_at);
     let started = run.started(started_at);
-    // The recommender runs while `queue` and `process` travel to the broker; the result is
-    // produced only after both were acknowledged, so the order in the partition holds and
-    // the offset is still stored only once every event is durable.
+    // `queue` and `process` are handed to the producer before the model runs, and the list
+    // and `done` right after it, without waiting in between for acknowledgements: the one
+    // idempotent producer keeps a partition's records in the order they were handed over.
+    // The request's offset is still stored only once every record was acknowledged.
+    let first = [&queued, &started];
+    let first_acks = enqueue_statuses(deps, &first, cancel).await?;
     let recommender = deps.recommender.clone();
     let user = request.user_id;
-    let first = [&queued, &started];
-    let (emitted, computed) = tokio::join!(
-        emit_statuses(deps, &first, cancel),
-        tokio::task::spawn_blocking(move || recommender.recommend(user, top_n))
-    );
+    let computed = tokio::task::spawn_blocking(move || recommender.recommend(user, top_n)).await;
     let finished_at = now();
-    emitted?;
-    match computed {
+    let outcome = match computed {
         Ok(Ok(movies)) => {
             let ready = RecommendationsReady {
                 job_id: run.job_id,
@@ -202,8 +200,16 @@ async fn run(
                     })
                     .collect(),
             };
-            emit_recommendations(deps, &ready, cancel).await?;
-            emit_statuses(deps, &[&run.done(started_at, finished_at)], cancel).await
+            // The list and `done` go to different topics; neither waits for the other's ack.
+            let list_ack = enqueue_recommendations(deps, &ready, cancel).await?;
+            emit_statuses(deps, &[&run.done(started_at, finished_at)], cancel).await?;
+            if let Some(ack) = list_ack
+                && let Err(e) = acknowledged(ack, cancel).await?
+            {
+                tracing::debug!(error = %e, "recommendations not delivered; sending them again");
+                emit_recommendations(deps, &ready, cancel).await?;
+            }
+            Ok(())
         }
         Ok(Err(e)) => fail(deps, &run, started_at, finished_at, e.to_string(), cancel).await,
         Err(e) => {
@@ -217,7 +223,9 @@ async fn run(
             )
             .await
         }
-    }
+    };
+    outcome?;
+    settle(first_acks, cancel).await
 }
 
 async fn fail(
@@ -230,6 +238,55 @@ async fn fail(
 ) -> Result<(), Interrupted> {
     tracing::info!(%error, "job failed");
     emit_statuses(deps, &[&run.failed(started_at, finished_at, error)], cancel).await
+}
+
+/// Encodes `events` and hands them to the producer in order, returning their
+/// acknowledgements to wait for later. If the producer cannot take them now (its queue is
+/// full, it is being replaced), they are sent the slow way, waiting for the acks.
+async fn enqueue_statuses(
+    deps: &WorkerDeps,
+    events: &[&JobStatusChanged],
+    cancel: &CancellationToken,
+) -> Result<Vec<Ack>, Interrupted> {
+    let topic = &deps.topics.jobs;
+    let mut acks: Vec<Ack> = Vec::with_capacity(events.len());
+    for event in events {
+        let value = encode(deps.codec.backoff(), cancel, || {
+            deps.codec.encode_status(topic, event)
+        })
+        .await?;
+        let key = event.job_id.to_string();
+        let handed = deps.producer.enqueue(Outgoing {
+            topic,
+            key: key.as_bytes(),
+            value: Some(&value),
+            headers: Vec::new(),
+        });
+        match handed {
+            Ok(ack) => acks.push(Box::pin(ack)),
+            Err(e) => {
+                tracing::debug!(error = %e, "producer busy; sending the status events one by one");
+                drop(acks);
+                emit_statuses(deps, events, cancel).await?;
+                return Ok(Vec::new());
+            }
+        }
+    }
+    Ok(acks)
+}
+
+type Ack = std::pin::Pin<Box<dyn Future<Output = Result<(i32, i64), KafkaError>> + Send>>;
+
+/// Waits for the acknowledgements of `queue` and `process`. One that failed is not sent
+/// again: `done` (or `failed`), acknowledged by now, carries the job's whole state, and a
+/// late copy of a superseded event would be the job's newest record in a compacted log.
+async fn settle(acks: Vec<Ack>, cancel: &CancellationToken) -> Result<(), Interrupted> {
+    for ack in acks {
+        if let Err(e) = acknowledged(ack, cancel).await? {
+            tracing::warn!(error = %e, "an intermediate status event was not delivered; the final one was");
+        }
+    }
+    Ok(())
 }
 
 /// Produces status events in order (same key, same partition) and waits for all acks.
@@ -261,6 +318,44 @@ async fn emit_statuses(
         futures::future::try_join_all(sends).await.map(|_| ())
     })
     .await
+}
+
+/// Encodes the list and hands it to the producer; `None` if it had to be sent the slow way
+/// (waiting for the ack) because the producer could not take it at once.
+async fn enqueue_recommendations(
+    deps: &WorkerDeps,
+    ready: &RecommendationsReady,
+    cancel: &CancellationToken,
+) -> Result<Option<Ack>, Interrupted> {
+    let topic = &deps.topics.recommendations;
+    let value = encode(deps.codec.backoff(), cancel, || {
+        deps.codec.encode_recommendations(topic, ready)
+    })
+    .await?;
+    let key = ready.job_id.to_string();
+    let handed = deps.producer.enqueue(Outgoing {
+        topic,
+        key: key.as_bytes(),
+        value: Some(&value),
+        headers: Vec::new(),
+    });
+    match handed {
+        Ok(ack) => Ok(Some(Box::pin(ack))),
+        Err(_) => emit_recommendations(deps, ready, cancel)
+            .await
+            .map(|()| None),
+    }
+}
+
+/// Waits for one acknowledgement, unless cancelled first.
+async fn acknowledged(
+    ack: Ack,
+    cancel: &CancellationToken,
+) -> Result<Result<(i32, i64), KafkaError>, Interrupted> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Interrupted::Cancelled),
+        result = ack => Ok(result),
+    }
 }
 
 async fn emit_recommendations(
