@@ -20,8 +20,10 @@ help:
 	@echo "make demo   run the whole pipeline on real MovieLens data (sets up what is missing)"
 	@echo "make test   unit and integration tests against the local broker and Postgres"
 	@echo "make up / make down   start / stop the local broker (BROKER=$(BROKER), port $(DEMO_PORT))"
+	@echo "make broker install the local broker into $(RECQ_CACHE) (BROKER=tansu|nisshi)"
 	@echo "make data   install MovieLens 100k into $(RECQ_CACHE)"
-	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make build  release binaries (target/release/recq, recq-bench, recq-chaos)"
+	@echo "make lint   cargo fmt --check and clippy -D warnings; make fmt formats"
 	@echo "make bench  performance figures side by side (bench/README.md); writes bench/results.json"
 	@echo "make chaos  20,000 requests while roles are SIGKILLed and the broker paused (docs/chaos.md)"
 

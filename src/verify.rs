@@ -57,7 +57,38 @@ pub struct VerifyReport {
     pub extra: Vec<JobRow>,
     pub different: Vec<Difference>,
     /// Jobs whose recommendation list in the table is missing, extra or different.
-    pub recommendations_mismatched: Vec<JobId>,
+    pub recommendations_mismatched: Vec<ListMismatch>,
+}
+
+/// A job's recommendation list as the log has it and as the table has it (`None`: absent).
+#[derive(Debug)]
+pub struct ListMismatch {
+    pub job_id: JobId,
+    pub expected: Option<(UserId, Vec<RecommendedMovie>)>,
+    pub actual: Option<(UserId, Vec<RecommendedMovie>)>,
+}
+
+impl fmt::Display for ListMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let job = self.job_id;
+        match (&self.expected, &self.actual) {
+            (Some((user, items)), None) => write!(
+                f,
+                "recommendations of {job} (user {user}, {} movies) missing from the table",
+                items.len()
+            ),
+            (None, Some((user, items))) => write!(
+                f,
+                "recommendations of {job} (user {user}, {} movies) in the table but not in the log",
+                items.len()
+            ),
+            (Some(expected), Some(actual)) => {
+                write!(f, "recommendations of {job} differ:")?;
+                write!(f, "\n    log:   {expected:?}\n    table: {actual:?}")
+            }
+            (None, None) => write!(f, "recommendations of {job}: absent on both sides"),
+        }
+    }
 }
 
 impl VerifyReport {
@@ -112,8 +143,8 @@ impl fmt::Display for VerifyReport {
             writeln!(f, "    log:   {:?}", d.expected)?;
             writeln!(f, "    table: {:?}", d.actual)?;
         }
-        for job in self.recommendations_mismatched.iter().take(20) {
-            writeln!(f, "  recommendations differ for {job}")?;
+        for mismatch in self.recommendations_mismatched.iter().take(20) {
+            writeln!(f, "  {mismatch}")?;
         }
         write!(
             f,
@@ -331,10 +362,14 @@ fn compare_recommendations(
         let expected = projection
             .recommendations
             .get(job)
-            .map(|r| (r.user_id, &r.items));
-        let actual = table.get(job).map(|(user, items)| (*user, items));
+            .map(|r| (r.user_id, r.items.clone()));
+        let actual = table.get(job).cloned();
         if expected != actual {
-            report.recommendations_mismatched.push(*job);
+            report.recommendations_mismatched.push(ListMismatch {
+                job_id: *job,
+                expected,
+                actual,
+            });
         }
     }
 }

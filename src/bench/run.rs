@@ -41,7 +41,7 @@ pub async fn run(args: BenchArgs) -> Result<Results, BenchError> {
         data_dir: args
             .data_dir
             .clone()
-            .unwrap_or_else(|| crate::config::data_dir(&crate::cli::DataArgs { data_dir: None })),
+            .unwrap_or_else(crate::config::default_data_dir),
         recq: match &args.recq_bin {
             Some(path) => path.clone(),
             None => crate::harness::sibling_binary("recq")?,

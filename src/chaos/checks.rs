@@ -113,6 +113,8 @@ pub struct Figures {
     pub offsets: OffsetWatch,
     pub verify_consistent: bool,
     pub verify_summary: String,
+    /// `recq verify`'s full report, shown when it found differences.
+    pub verify_report: String,
     pub unexpected_exits: Vec<String>,
     /// Set when the jobs did not all finish in time.
     pub unfinished: Option<String>,
@@ -211,13 +213,16 @@ pub fn judge(
         },
         verify_consistent: report.is_consistent(),
         verify_summary: format!(
-            "{} events folded, {} rows, {} missing, {} extra, {} different",
+            "{} events folded, {} rows, {} missing, {} extra, {} different, {} recommendation \
+             lists differ",
             report.events_read,
             report.rows,
             report.missing.len(),
             report.extra.len(),
-            report.different.len()
+            report.different.len(),
+            report.recommendations_mismatched.len()
         ),
+        verify_report: report.to_string(),
         ..Figures::default()
     }
 }
@@ -369,6 +374,11 @@ impl fmt::Display for Figures {
                 verdict(self.verify_consistent)
             ),
         )?;
+        if !self.verify_consistent {
+            for report_line in self.verify_report.lines() {
+                writeln!(f, "    {report_line}")?;
+            }
+        }
         line(
             f,
             "unexpected exits",

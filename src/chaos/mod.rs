@@ -160,7 +160,7 @@ pub async fn run(args: ChaosArgs) -> Result<Figures, ChaosError> {
     let data_dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(|| crate::config::data_dir(&crate::cli::DataArgs { data_dir: None }));
+        .unwrap_or_else(crate::config::default_data_dir);
     let env = vec![
         ("RECQ_BROKERS", broker.brokers()),
         ("DATABASE_URL", args.database_url.clone()),

