@@ -14,15 +14,8 @@ use recq::worker::{self, WorkerConfig, WorkerDeps};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     recq::telemetry::init(&cli.global.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = recq::shutdown::runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,

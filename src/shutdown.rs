@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM cancel one token; every loop in recq watches it.
+//! SIGINT/SIGTERM cancel one token; every loop in recq watches it. Also the runtime the binaries
+//! run on.
 
 use tokio_util::sync::CancellationToken;
 
@@ -33,4 +34,19 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The multi-threaded tokio runtime of recq's binaries; `None` (after one line on stderr) if
+/// the machine cannot give it its threads.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }

@@ -9,15 +9,8 @@ use recq::bench::{self, BenchArgs};
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
     recq::telemetry::init("warn,sqlx=warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = recq::shutdown::runtime() else {
+        return ExitCode::FAILURE;
     };
     let out = args.out.clone();
     match runtime.block_on(bench::run(args)) {

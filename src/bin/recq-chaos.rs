@@ -9,15 +9,8 @@ use recq::chaos::{self, ChaosArgs};
 fn main() -> ExitCode {
     let args = ChaosArgs::parse();
     recq::telemetry::init("warn,recq::chaos=info,sqlx=warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = recq::shutdown::runtime() else {
+        return ExitCode::FAILURE;
     };
     // Ctrl-C or SIGTERM drops the run: its processes are killed and its broker stopped
     // (they are killed on drop), so nothing it started outlives it.

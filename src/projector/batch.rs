@@ -45,6 +45,10 @@ pub struct Plan {
     pub positions: BTreeMap<Partition, i64>,
     /// Records skipped because the stored position was already past them.
     pub already_applied: usize,
+    /// Partitions whose first new record lies beyond the stored position: (partition, stored
+    /// position, first offset). Compaction removes records, so on a compacted log this is
+    /// expected; on an uncompacted one it means records were skipped.
+    pub gaps: Vec<(Partition, i64, i64)>,
 }
 
 impl Batch {
@@ -79,10 +83,14 @@ impl Batch {
         let mut jobs = Vec::new();
         let mut recommendations = Vec::new();
         for (partition, offset, event) in &self.records {
+            let stored_here = stored.get(partition).copied().unwrap_or(0);
             let position = plan.positions.entry(partition.clone()).or_insert(0);
             if *offset < *position {
                 plan.already_applied += 1;
                 continue;
+            }
+            if *position == stored_here && *offset > stored_here {
+                plan.gaps.push((partition.clone(), stored_here, *offset));
             }
             *position = next_offset(*offset);
             match event {
@@ -110,6 +118,9 @@ impl Batch {
         }
         let stored = db::offsets::lock(&mut tx, &self.partitions()).await?;
         let plan = self.plan(&stored);
+        for ((topic, partition), stored, first) in &plan.gaps {
+            tracing::info!(%topic, partition, stored, first, "the batch starts past the stored position (expected only where the log was compacted)");
+        }
         if plan.already_applied > 0 {
             tracing::info!(
                 records = plan.already_applied,
@@ -184,8 +195,19 @@ mod tests {
         let pending = &plan.jobs[&run.job_id];
         assert!(pending.reset && pending.value.is_none());
 
+        assert_eq!(
+            plan.gaps,
+            vec![(partition(1), 0, 3)],
+            "records 0..3 are not in the batch"
+        );
+
         let fresh = batch.plan(&BTreeMap::new());
         assert_eq!(fresh.already_applied, 0);
+        assert_eq!(
+            fresh.gaps,
+            vec![(partition(0), 0, 10), (partition(1), 0, 3)],
+            "records 0..10 and 0..3 are not in the batch"
+        );
         let pending = &fresh.jobs[&run.job_id];
         assert!(pending.reset && pending.value.is_none());
         let without_tombstone = {

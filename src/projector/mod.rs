@@ -158,6 +158,47 @@ pub async fn decode_with_retry(
     }
 }
 
+/// The projector's cursor in one partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The next record to accept is at or after this offset.
+    next: i64,
+    /// Seeks issued to `next` that no record has confirmed yet.
+    unconfirmed_seeks: u8,
+}
+
+/// What to do with a record, given the partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Before the position: fetched before a seek took effect, or applied already.
+    Skip,
+    /// At the position, or past it once the position is confirmed: a gap the log really has
+    /// (compaction removed records).
+    Accept,
+    /// Past a position that a seek has not confirmed: seek (again). librdkafka can lose a
+    /// seek issued right after an assignment to its own start-offset lookup
+    /// (confluentinc/librdkafka#2256); a record past the position that arrives again after a
+    /// second seek is a real gap.
+    Seek,
+}
+
+impl Position {
+    /// Seeks this many times before taking a record past the position as a real gap.
+    const SEEKS: u8 = 2;
+
+    fn judge(&self, offset: i64) -> Verdict {
+        if offset < self.next {
+            Verdict::Skip
+        } else if offset == self.next || self.unconfirmed_seeks == 0 {
+            Verdict::Accept
+        } else if self.unconfirmed_seeks < Self::SEEKS {
+            Verdict::Seek
+        } else {
+            Verdict::Accept
+        }
+    }
+}
+
 struct Projector {
     consumer: RecqConsumer,
     context: RebalanceContext,
@@ -165,9 +206,9 @@ struct Projector {
     pool: PgPool,
     codec: Codec,
     producer: Producer,
-    /// Per assigned partition: the next record to accept is at or after this offset (gaps
-    /// come from compaction). Loaded from Postgres when a partition is first seen.
-    positions: HashMap<Partition, i64>,
+    /// Per assigned partition: where the next record to accept is. Loaded from Postgres when
+    /// a partition is first seen.
+    positions: HashMap<Partition, Position>,
     batch: Batch,
     cancel: CancellationToken,
 }
@@ -190,33 +231,60 @@ impl Projector {
 
     /// Decides whether `message` is next in its partition, then decodes it into the batch.
     async fn accept(&mut self, message: OwnedMessage) -> Result<(), ProjectorError> {
+        // A rebalance may have happened while this record was being received.
+        self.handle_rebalances().await?;
         let partition: Partition = (message.topic().to_owned(), message.partition());
-        let next = match self.positions.get(&partition) {
-            Some(next) => *next,
+        let (position, verdict) = match self.positions.get(&partition) {
+            Some(position) => (*position, position.judge(message.offset())),
             None => {
+                // The first record shows where the consumer fetches from; anywhere but the
+                // stored position needs a seek.
                 let stored = self.stored_position(&partition).await?;
-                self.positions.insert(partition.clone(), stored);
-                if message.offset() != stored {
-                    tracing::info!(topic = %partition.0, partition = partition.1, from = message.offset(), to = stored, "seeking to the stored position");
-                    self.consumer
-                        .seek(
-                            &partition.0,
-                            partition.1,
-                            rdkafka::Offset::Offset(stored),
-                            Duration::from_secs(10),
-                        )
-                        .map_err(KafkaError::Client)?;
-                    return Ok(());
-                }
-                stored
+                let position = Position {
+                    next: stored,
+                    unconfirmed_seeks: 0,
+                };
+                let verdict = if message.offset() == stored {
+                    Verdict::Accept
+                } else {
+                    Verdict::Seek
+                };
+                (position, verdict)
             }
         };
-        if message.offset() < next {
-            return Ok(()); // fetched before the seek took effect, or already applied
+        match verdict {
+            Verdict::Skip => {
+                self.positions.insert(partition, position);
+                return Ok(());
+            }
+            Verdict::Seek => {
+                let seek = position.unconfirmed_seeks + 1;
+                tracing::info!(topic = %partition.0, partition = partition.1, from = message.offset(), to = position.next, seek, "seeking to the stored position");
+                self.consumer
+                    .seek(
+                        &partition.0,
+                        partition.1,
+                        rdkafka::Offset::Offset(position.next),
+                        Duration::from_secs(10),
+                    )
+                    .map_err(KafkaError::Client)?;
+                self.positions.insert(
+                    partition,
+                    Position {
+                        next: position.next,
+                        unconfirmed_seeks: seek,
+                    },
+                );
+                return Ok(());
+            }
+            Verdict::Accept => {}
         }
         self.positions.insert(
             partition.clone(),
-            crate::kafka::next_offset(message.offset()),
+            Position {
+                next: crate::kafka::next_offset(message.offset()),
+                unconfirmed_seeks: 0,
+            },
         );
         let decoded = self.decode(&message).await?;
         match decoded {
@@ -302,5 +370,40 @@ impl Projector {
         {
             tracing::debug!(error = %e, "final offset commit skipped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Position, Verdict};
+
+    #[test]
+    fn a_record_past_an_unconfirmed_seek_is_sought_again_before_it_counts_as_a_gap() {
+        let flowing = Position {
+            next: 10,
+            unconfirmed_seeks: 0,
+        };
+        assert_eq!(flowing.judge(9), Verdict::Skip);
+        assert_eq!(flowing.judge(10), Verdict::Accept);
+        assert_eq!(flowing.judge(15), Verdict::Accept, "a compacted gap");
+
+        let sought = Position {
+            next: 10,
+            unconfirmed_seeks: 1,
+        };
+        assert_eq!(sought.judge(4), Verdict::Skip, "fetched before the seek");
+        assert_eq!(sought.judge(10), Verdict::Accept);
+        assert_eq!(
+            sought.judge(15),
+            Verdict::Seek,
+            "the seek may have been lost"
+        );
+
+        let sought_twice = Position {
+            next: 10,
+            unconfirmed_seeks: Position::SEEKS,
+        };
+        assert_eq!(sought_twice.judge(15), Verdict::Accept, "a real gap");
+        assert_eq!(sought_twice.judge(9), Verdict::Skip);
     }
 }
