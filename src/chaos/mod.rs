@@ -241,6 +241,8 @@ pub async fn run(args: ChaosArgs) -> Result<Figures, ChaosError> {
     services.cancel();
     let _ = registry.await;
     pool.close().await;
+    // The run's own clients go before the broker, or they log its disappearance as errors.
+    drop(producer);
     broker.stop().await;
     Ok(figures)
 }
