@@ -341,12 +341,11 @@ impl Codec {
         let decoded = match self.decoder.decode(Some(bytes)).await {
             Ok(decoded) => decoded,
             Err(e) => {
-                let error = classify_decode_error(&e);
-                if matches!(error, CodecError::Transient(_)) {
-                    // The decoder caches failed lookups; a registry outage must not stick.
-                    self.decoder.remove_errors_from_cache();
-                }
-                return Err(error);
+                // The decoder caches failed schema lookups. Whatever the failure, the next
+                // record must ask again: an outage must not stick, and one bad lookup must not
+                // turn every later record with that schema id into a dead letter.
+                self.decoder.remove_errors_from_cache();
+                return Err(classify_decode_error(&e));
             }
         };
         let name = decoded.name.map(|n| n.fullname(None)).unwrap_or_default();
@@ -374,17 +373,27 @@ fn strategy(topic: &str, schema: &str, name: &str) -> SubjectNameStrategy {
     )
 }
 
-/// A 404 for the schema id is poison (ids are never reused); any other failure to talk to
-/// the registry (refused, timeout, 5xx, auth) will repeat for every record and is treated as
-/// an outage, not as bad input.
+/// What schema_registry_converter says when the record or the schema its id names cannot be
+/// used: the same record fails the same way every time.
+const RECORD_FAILURES: [&str; 5] = [
+    "Could not transform bytes using schema",
+    "Could not resolve Avro schema",
+    "failed to parse Avro schema",
+    "cant be turned into a Schema",
+    "is not supported",
+];
+
+/// A 404 for the schema id is poison (ids are never reused), and so is a record or schema that
+/// does not decode. Every other failure is in talking to the registry — refused, timed out, a
+/// 5xx or auth status, a response cut off or unreadable — and is treated as an outage, not as
+/// bad input: the record waits instead of being dead-lettered.
 fn classify_decode_error(e: &SRCError) -> CodecError {
-    let status = |code: &str| e.error.contains(&format!("status {code}"));
-    if e.retriable || status("5") || status("401") || status("403") {
-        CodecError::Transient(describe(e))
-    } else if status("404") {
+    if e.error.contains("status 404") {
         poison(Poison::UnknownSchema, describe(e))
-    } else {
+    } else if RECORD_FAILURES.iter().any(|f| e.error.contains(f)) {
         poison(Poison::Undecodable, describe(e))
+    } else {
+        CodecError::Transient(describe(e))
     }
 }
 
@@ -511,5 +520,53 @@ struct Fields<'a>(&'a [(String, Value)]);
 impl FieldAccess for Fields<'_> {
     fn fields(&self) -> &[(String, Value)] {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    fn error(text: &str, retriable: bool) -> SRCError {
+        SRCError::new(text, Some("cause".to_owned()), retriable)
+    }
+
+    #[test]
+    fn only_unknown_ids_and_undecodable_records_are_poison() {
+        let kind = |e: SRCError| match classify_decode_error(&e) {
+            CodecError::Poison { kind, .. } => Some(kind),
+            CodecError::Transient(_) => None,
+        };
+        assert_eq!(
+            kind(error(
+                "HTTP request to schema registry failed with status 404 Not Found",
+                false
+            )),
+            Some(Poison::UnknownSchema)
+        );
+        assert_eq!(
+            kind(error("Could not transform bytes using schema", false)),
+            Some(Poison::Undecodable)
+        );
+        for transient in [
+            error("http call to schema registry failed", true),
+            error(
+                "HTTP request to schema registry failed with status 503 Service Unavailable",
+                true,
+            ),
+            error(
+                "HTTP request to schema registry failed with status 500 Internal Server Error",
+                false,
+            ),
+            error(
+                "HTTP request to schema registry failed with status 401 Unauthorized",
+                false,
+            ),
+            // A 200 whose body was cut off or is not the registry's JSON.
+            error("could not parse to RawRegisteredSchema", false),
+            error("Could not get raw schema from response", false),
+        ] {
+            assert_eq!(kind(transient.clone()), None, "{transient:?}");
+        }
     }
 }
