@@ -115,6 +115,8 @@ pub struct Figures {
     pub verify_summary: String,
     /// `recq verify`'s full report, shown when it found differences.
     pub verify_report: String,
+    /// Dead letters written during the run (every request is valid, so there should be none).
+    pub dead_letters: Vec<String>,
     pub unexpected_exits: Vec<String>,
     /// Set when the jobs did not all finish in time.
     pub unfinished: Option<String>,
@@ -140,6 +142,7 @@ impl Figures {
             && self.offsets.decreases.is_empty()
             && self.offsets.samples > 0
             && self.verify_consistent
+            && self.dead_letters.is_empty()
             && self.unexpected_exits.is_empty()
             && self.unfinished.is_none()
     }
@@ -381,6 +384,18 @@ impl fmt::Display for Figures {
         }
         line(
             f,
+            "dead letters",
+            format!(
+                "{} {}",
+                self.dead_letters.len(),
+                verdict(self.dead_letters.is_empty())
+            ),
+        )?;
+        for letter in self.dead_letters.iter().take(5) {
+            writeln!(f, "    {letter}")?;
+        }
+        line(
+            f,
             "unexpected exits",
             format!(
                 "{} {}",
@@ -469,6 +484,15 @@ mod tests {
         let figures = judged(&jobs, &rows, &outcomes(&rows));
         assert!(figures.passed(), "{figures}");
         assert_eq!((figures.done, figures.retried), (3, 0));
+
+        let mut dead_lettered = judged(&jobs, &rows, &outcomes(&rows));
+        dead_lettered
+            .dead_letters
+            .push("recq.jobs.dlq: undecodable-avro".to_owned());
+        assert!(
+            !dead_lettered.passed(),
+            "a dead letter in a run of valid requests is a failure"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::harness::broker::{Kind, LocalBroker};
 use crate::harness::{HarnessError, random_suffix};
 use crate::kafka::codec::Codec;
 use crate::kafka::producer::Producer;
-use crate::kafka::{KafkaSettings, Topics};
+use crate::kafka::{KafkaSettings, Topics, dlq};
 use crate::projector::Event;
 use crate::{db, verify};
 
@@ -211,6 +211,20 @@ pub async fn run(args: ChaosArgs) -> Result<Figures, ChaosError> {
 
     let report = verify::verify(&kafka, &topics, &codec, &pool, Duration::from_secs(30)).await?;
     let outcomes = read_outcomes(&kafka, &topics, &codec, &pool).await?;
+    // Every request of the run is valid, so any dead letter is a record recq failed to handle.
+    let mut dead_letters = Vec::new();
+    for topic in [&topics.requests_dlq, &topics.jobs_dlq] {
+        for letter in dlq::read_all(&kafka, topic, Duration::from_secs(2), None).await? {
+            dead_letters.push(format!(
+                "{topic}: {} — {} (from {:?}[{:?}] offset {:?})",
+                letter.reason,
+                letter.error,
+                letter.original_topic,
+                letter.original_partition,
+                letter.original_offset
+            ));
+        }
+    }
     let mut conn = pool.acquire().await.map_err(db::DbError::from)?;
     let rows = db::jobs::all_jobs(&mut conn).await?;
     drop(conn);
@@ -229,6 +243,7 @@ pub async fn run(args: ChaosArgs) -> Result<Figures, ChaosError> {
     figures.projectors_added = fleet.projectors_added;
     figures.projectors_removed = fleet.projectors_removed;
     figures.rebalances = fleet.assignments_logged();
+    figures.dead_letters = dead_letters;
     figures.unexpected_exits = fleet.unexpected_exits.clone();
     figures.unexpected_exits.extend(stop_failures);
     if let Err(e) = finished {
