@@ -18,6 +18,7 @@ use crate::db::rebuild::Swap;
 use crate::db::{self, DbError};
 use crate::kafka::codec::Codec;
 use crate::kafka::consumer::{self, Partition};
+use crate::kafka::position::{Position, Verdict, is_recent};
 use crate::kafka::{KafkaError, KafkaSettings, Topics, admin, next_offset};
 use crate::projector::{Batch, ProjectorError, Target, decode_with_retry};
 use crate::retry::Backoff;
@@ -110,6 +111,8 @@ pub async fn rebuild(
     let mut events = 0u64;
     let mut last_log = Instant::now();
     let mut batch = Batch::default();
+    // Jumps past a position are sought back before they count as gaps (`kafka::position`).
+    let mut cursors: BTreeMap<Partition, Position> = BTreeMap::new();
     loop {
         // Consume until every partition reached its goal and the log has gone quiet.
         loop {
@@ -153,6 +156,27 @@ pub async fn rebuild(
                 }
             };
             let partition: Partition = (message.topic().to_owned(), message.partition());
+            let cursor = match cursors.get(&partition) {
+                Some(cursor) => *cursor,
+                None => Position::at(positions.get(&partition).copied().unwrap_or(0)),
+            };
+            match cursor.judge(message.offset(), is_recent(&message)) {
+                Verdict::Skip => continue,
+                Verdict::Seek => {
+                    let at = (partition.0.as_str(), partition.1);
+                    // `None`: cancelled while waiting; the loop's next turn returns.
+                    if let Some(sought) = cursor
+                        .seek_back(&reader, at, message.offset(), cancel)
+                        .await?
+                    {
+                        cursors.insert(partition, sought);
+                    }
+                    continue;
+                }
+                Verdict::Accept => {
+                    cursors.insert(partition.clone(), Position::accepted(message.offset()));
+                }
+            }
             positions.insert(partition.clone(), next_offset(message.offset()));
             match decode_with_retry(codec, topics, &message, cancel).await? {
                 Ok(event) => batch.push(partition, message.offset(), event),

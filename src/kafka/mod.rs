@@ -5,6 +5,7 @@ pub mod admin;
 pub mod codec;
 pub mod consumer;
 pub mod dlq;
+pub mod position;
 pub mod producer;
 
 use std::time::Duration;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, DbError};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::consumer::{self, AssignmentChange, Partition, RebalanceContext, RecqConsumer};
+use crate::kafka::position::{Position, Verdict, is_recent};
 use crate::kafka::producer::Producer;
 use crate::kafka::{KafkaError, KafkaSettings, Topics, dlq};
 use crate::retry::Backoff;
@@ -158,47 +159,6 @@ pub async fn decode_with_retry(
     }
 }
 
-/// The projector's cursor in one partition.
-#[derive(Debug, Clone, Copy)]
-struct Position {
-    /// The next record to accept is at or after this offset.
-    next: i64,
-    /// Seeks issued to `next` that no record has confirmed yet.
-    unconfirmed_seeks: u8,
-}
-
-/// What to do with a record, given the partition's position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// Before the position: fetched before a seek took effect, or applied already.
-    Skip,
-    /// At the position, or past it once the position is confirmed: a gap the log really has
-    /// (compaction removed records).
-    Accept,
-    /// Past a position that a seek has not confirmed: seek (again). librdkafka can lose a
-    /// seek issued right after an assignment to its own start-offset lookup
-    /// (confluentinc/librdkafka#2256); a record past the position that arrives again after a
-    /// second seek is a real gap.
-    Seek,
-}
-
-impl Position {
-    /// Seeks this many times before taking a record past the position as a real gap.
-    const SEEKS: u8 = 2;
-
-    fn judge(&self, offset: i64) -> Verdict {
-        if offset < self.next {
-            Verdict::Skip
-        } else if offset == self.next || self.unconfirmed_seeks == 0 {
-            Verdict::Accept
-        } else if self.unconfirmed_seeks < Self::SEEKS {
-            Verdict::Seek
-        } else {
-            Verdict::Accept
-        }
-    }
-}
-
 struct Projector {
     consumer: RecqConsumer,
     context: RebalanceContext,
@@ -235,16 +195,15 @@ impl Projector {
         self.handle_rebalances().await?;
         let partition: Partition = (message.topic().to_owned(), message.partition());
         let (position, verdict) = match self.positions.get(&partition) {
-            Some(position) => (*position, position.judge(message.offset())),
+            Some(position) => (
+                *position,
+                position.judge(message.offset(), is_recent(&message)),
+            ),
             None => {
                 // The first record shows where the consumer fetches from; anywhere but the
                 // stored position needs a seek.
-                let stored = self.stored_position(&partition).await?;
-                let position = Position {
-                    next: stored,
-                    unconfirmed_seeks: 0,
-                };
-                let verdict = if message.offset() == stored {
+                let position = Position::at(self.stored_position(&partition).await?);
+                let verdict = if message.offset() == position.next {
                     Verdict::Accept
                 } else {
                     Verdict::Seek
@@ -258,34 +217,22 @@ impl Projector {
                 return Ok(());
             }
             Verdict::Seek => {
-                let seek = position.unconfirmed_seeks + 1;
-                tracing::info!(topic = %partition.0, partition = partition.1, from = message.offset(), to = position.next, seek, "seeking to the stored position");
-                self.consumer
-                    .seek(
-                        &partition.0,
-                        partition.1,
-                        rdkafka::Offset::Offset(position.next),
-                        Duration::from_secs(10),
+                let sought = position
+                    .seek_back(
+                        &self.consumer,
+                        (&partition.0, partition.1),
+                        message.offset(),
+                        &self.cancel,
                     )
-                    .map_err(KafkaError::Client)?;
-                self.positions.insert(
-                    partition,
-                    Position {
-                        next: position.next,
-                        unconfirmed_seeks: seek,
-                    },
-                );
+                    .await?
+                    .ok_or(ProjectorError::Cancelled)?;
+                self.positions.insert(partition, sought);
                 return Ok(());
             }
             Verdict::Accept => {}
         }
-        self.positions.insert(
-            partition.clone(),
-            Position {
-                next: crate::kafka::next_offset(message.offset()),
-                unconfirmed_seeks: 0,
-            },
-        );
+        self.positions
+            .insert(partition.clone(), Position::accepted(message.offset()));
         let decoded = self.decode(&message).await?;
         match decoded {
             Ok(event) => self.batch.push(partition, message.offset(), event),
@@ -370,40 +317,5 @@ impl Projector {
         {
             tracing::debug!(error = %e, "final offset commit skipped");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Position, Verdict};
-
-    #[test]
-    fn a_record_past_an_unconfirmed_seek_is_sought_again_before_it_counts_as_a_gap() {
-        let flowing = Position {
-            next: 10,
-            unconfirmed_seeks: 0,
-        };
-        assert_eq!(flowing.judge(9), Verdict::Skip);
-        assert_eq!(flowing.judge(10), Verdict::Accept);
-        assert_eq!(flowing.judge(15), Verdict::Accept, "a compacted gap");
-
-        let sought = Position {
-            next: 10,
-            unconfirmed_seeks: 1,
-        };
-        assert_eq!(sought.judge(4), Verdict::Skip, "fetched before the seek");
-        assert_eq!(sought.judge(10), Verdict::Accept);
-        assert_eq!(
-            sought.judge(15),
-            Verdict::Seek,
-            "the seek may have been lost"
-        );
-
-        let sought_twice = Position {
-            next: 10,
-            unconfirmed_seeks: Position::SEEKS,
-        };
-        assert_eq!(sought_twice.judge(15), Verdict::Accept, "a real gap");
-        assert_eq!(sought_twice.judge(9), Verdict::Skip);
     }
 }
