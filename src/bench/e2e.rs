@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
@@ -38,6 +39,61 @@ pub struct E2eRun {
     pub worker_cpu_ms_per_job: f64,
     pub worker_peak_mb: f64,
     pub projector_peak_mb: f64,
+    /// Where the time of the median job went.
+    pub median_stages: Stages,
+    /// Where the time of the slowest 1% of jobs went (mean of each stage over them).
+    pub tail_stages: Stages,
+}
+
+/// One job's latency split at the timestamps its row carries. The three add up to the
+/// latency; wall clocks of the bench and the roles are the same machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// Request produced → worker starts the job (`started_at`): producer, broker, the worker's
+    /// fetch and its queue.
+    pub to_worker_ms: f64,
+    /// `started_at` → `finished_at`: the worker's own time.
+    pub in_worker_ms: f64,
+    /// `finished_at` → the bench sees the row `done`: `done` produced, the projector's fetch,
+    /// batch and commit, and the bench's poll interval.
+    pub to_table_ms: f64,
+}
+
+impl Stages {
+    fn of(seen: &Seen) -> Self {
+        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3;
+        Self {
+            to_worker_ms: ms(seen.started_at - seen.sent_at),
+            in_worker_ms: ms(seen.finished_at - seen.started_at),
+            to_table_ms: ms(seen.seen_at - seen.finished_at),
+        }
+    }
+
+    /// The median of each stage on its own.
+    fn medians(all: &[Stages]) -> Self {
+        let of = |f: fn(&Stages) -> f64| percentile(&all.iter().map(f).collect::<Vec<_>>(), 0.5);
+        Self {
+            to_worker_ms: of(|s| s.to_worker_ms),
+            in_worker_ms: of(|s| s.in_worker_ms),
+            to_table_ms: of(|s| s.to_table_ms),
+        }
+    }
+
+    /// The mean of each stage over the jobs whose latency is at or above the 99th percentile.
+    fn tail(seen: &[Seen], p99_ms: f64) -> Self {
+        let slow: Vec<Stages> = seen
+            .iter()
+            .filter(|s| s.latency_ms >= p99_ms)
+            .map(Stages::of)
+            .collect();
+        let n = slow.len().max(1) as f64;
+        let mean = |f: fn(&Stages) -> f64| slow.iter().map(f).sum::<f64>() / n;
+        Self {
+            to_worker_ms: mean(|s| s.to_worker_ms),
+            in_worker_ms: mean(|s| s.in_worker_ms),
+            to_table_ms: mean(|s| s.to_table_ms),
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx) -> Result<E2eRun, BenchError> {
@@ -109,23 +165,31 @@ async fn measure(
         (Some(a), Some(b)) => (b - a) * 1e3 / seen.len().max(1) as f64,
         _ => f64::NAN,
     };
+    let p99_ms = percentile(&latencies, 0.99);
+    let stages: Vec<Stages> = seen.iter().map(Stages::of).collect();
     Ok(E2eRun {
         offered,
         done: seen.len(),
         p50_ms: percentile(&latencies, 0.5),
         p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
+        p99_ms,
         jobs_per_s,
         processing_p50_ms,
         worker_cpu_ms_per_job,
         worker_peak_mb: f64::NAN,
         projector_peak_mb: f64::NAN,
+        median_stages: Stages::medians(&stages),
+        tail_stages: Stages::tail(&seen, p99_ms),
     })
 }
 
+/// When a request was produced, by the bench's monotonic clock and by the wall clock the
+/// roles' timestamps use.
+type Sent = (JobId, Instant, DateTime<Utc>);
+
 /// Produces request number `i` in a task of its own (the generator never waits for the
 /// broker) and tells the poller the job id and the instant it was produced.
-fn send(ctx: &Ctx, topics: &Topics, i: usize, sent: &mpsc::UnboundedSender<(JobId, Instant)>) {
+fn send(ctx: &Ctx, topics: &Topics, i: usize, sent: &mpsc::UnboundedSender<Sent>) {
     let Ok(user_id) = UserId::new(i as i64 % i64::from(USERS) + 1) else {
         return;
     };
@@ -134,7 +198,7 @@ fn send(ctx: &Ctx, topics: &Topics, i: usize, sent: &mpsc::UnboundedSender<(JobI
         user_id,
         requested_at: now(),
     };
-    let _ = sent.send((request.job_id, Instant::now()));
+    let _ = sent.send((request.job_id, Instant::now(), now()));
     let (codec, producer, topic) = (
         ctx.codec.clone(),
         ctx.producer.clone(),
@@ -165,19 +229,23 @@ struct Seen {
     sent: Instant,
     seen: Instant,
     latency_ms: f64,
+    sent_at: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    seen_at: DateTime<Utc>,
 }
 
 /// Polls the table until every job announced on `announced` is `done` (the channel closing
 /// means no more jobs will come), or `timeout` passes.
 async fn poll_done(
     pool: &PgPool,
-    mut announced: mpsc::UnboundedReceiver<(JobId, Instant)>,
+    mut announced: mpsc::UnboundedReceiver<Sent>,
     timeout: Duration,
     worker: &mut Role,
     projector: &mut Role,
 ) -> Result<Vec<Seen>, BenchError> {
     let deadline = Instant::now() + timeout;
-    let mut pending: HashMap<uuid::Uuid, Instant> = HashMap::new();
+    let mut pending: HashMap<uuid::Uuid, (Instant, DateTime<Utc>)> = HashMap::new();
     let mut seen = Vec::new();
     let mut open = true;
     let mut ticks = tokio::time::interval(POLL);
@@ -188,8 +256,8 @@ async fn poll_done(
         projector.check_running()?;
         loop {
             match announced.try_recv() {
-                Ok((job, at)) => {
-                    pending.insert(job.as_uuid(), at);
+                Ok((job, at, wall)) => {
+                    pending.insert(job.as_uuid(), (at, wall));
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -200,20 +268,28 @@ async fn poll_done(
         }
         if !pending.is_empty() {
             let ids: Vec<uuid::Uuid> = pending.keys().copied().collect();
-            let done: Vec<uuid::Uuid> = sqlx::query_scalar(
-                "SELECT job_id FROM recommendation_queues WHERE status = 'done' AND job_id = ANY($1)",
+            let done = sqlx::query(
+                "SELECT job_id, started_at, finished_at FROM recommendation_queues \
+                 WHERE status = 'done' AND job_id = ANY($1)",
             )
             .bind(&ids)
             .fetch_all(pool)
             .await?;
-            let now = Instant::now();
-            for id in done {
-                if let Some(sent) = pending.remove(&id) {
+            let (at, wall) = (Instant::now(), now());
+            for row in done {
+                let id: uuid::Uuid = row.try_get("job_id")?;
+                let started_at: Option<DateTime<Utc>> = row.try_get("started_at")?;
+                let finished_at: Option<DateTime<Utc>> = row.try_get("finished_at")?;
+                if let Some((sent, sent_at)) = pending.remove(&id) {
                     seen.push(Seen {
                         job: JobId::from_uuid(id),
                         sent,
-                        seen: now,
-                        latency_ms: (now - sent).as_secs_f64() * 1e3,
+                        seen: at,
+                        latency_ms: (at - sent).as_secs_f64() * 1e3,
+                        sent_at,
+                        started_at: started_at.unwrap_or(sent_at),
+                        finished_at: finished_at.unwrap_or(wall),
+                        seen_at: wall,
                     });
                 }
             }

@@ -327,6 +327,40 @@ async fn figures(ctx: &Ctx) -> Result<Figures, BenchError> {
                 "utime+stime of the worker process over the load / jobs",
                 r.worker_cpu_ms_per_job,
             );
+            for (ids, key, who, stages) in [
+                (["6g", "6h", "6i"], "median", "median job", r.median_stages),
+                (
+                    ["6j", "6k", "6l"],
+                    "p99",
+                    "slowest 1% (mean)",
+                    r.tail_stages,
+                ),
+            ] {
+                f.add(
+                    ids[0],
+                    &format!("e2e_{key}_to_worker_ms"),
+                    &format!("{who}: produced → worker started"),
+                    "ms",
+                    "producer, broker, the worker's fetch and queue",
+                    stages.to_worker_ms,
+                );
+                f.add(
+                    ids[1],
+                    &format!("e2e_{key}_in_worker_ms"),
+                    &format!("{who}: started → finished"),
+                    "ms",
+                    "the worker's own time",
+                    stages.in_worker_ms,
+                );
+                f.add(
+                    ids[2],
+                    &format!("e2e_{key}_to_table_ms"),
+                    &format!("{who}: finished → row seen done"),
+                    "ms",
+                    "done produced, projector fetch + batch + commit, bench poll",
+                    stages.to_table_ms,
+                );
+            }
             f.add(
                 "8b",
                 "rss_worker_6",
