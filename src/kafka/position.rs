@@ -80,13 +80,14 @@ impl Position {
         }
     }
 
-    /// Seeks `consumer` back to this position after the wait its number calls for, and returns
-    /// the position with one more unconfirmed seek; `None` if cancelled while waiting.
+    /// Seeks `consumer` to this position (a record at `fetched` arrived instead) after the wait
+    /// the seek's number calls for, and returns the position with one more unconfirmed seek;
+    /// `None` if cancelled while waiting.
     pub async fn seek_back<C, X>(
         self,
         consumer: &C,
         (topic, partition): (&str, i32),
-        past: i64,
+        fetched: i64,
         cancel: &CancellationToken,
     ) -> Result<Option<Self>, KafkaError>
     where
@@ -94,7 +95,7 @@ impl Position {
         X: ConsumerContext,
     {
         let seek = self.unconfirmed_seeks.saturating_add(1);
-        tracing::info!(%topic, partition, from = past, to = self.next, seek, "a record past the position; seeking back to it");
+        tracing::info!(%topic, partition, fetched, position = self.next, seek, "the fetch is not at the position; seeking to it");
         tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
             _ = tokio::time::sleep(Self::wait_before(seek)) => {}
