@@ -321,14 +321,40 @@ async fn under_constant_rebalancing_stored_offsets_never_decrease_and_the_table_
     };
 
     let base = env.start_projector();
+    // The events stream in over ~30 s, so that the membership changes happen while they flow.
     let producing = {
         let env_jobs = jobs.clone();
         let env = &env;
-        async move { produce_lifecycles(env, &env_jobs).await }
+        async move {
+            for chunk in env_jobs.chunks(JOBS / 30 + 1) {
+                produce_lifecycles(env, chunk).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     };
     let churn = async {
-        // Another projector joins, and four seconds later leaves, until the table is complete:
-        // a membership change every four seconds.
+        // The churn starts once the base projector holds every partition: Tansu wedges a group
+        // for good when a member leaves while the group is still forming (docs/chaos.md), and
+        // its first join takes ~5 s; a CI run lost half the partitions that way.
+        let joined = std::time::Instant::now();
+        loop {
+            let positions: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM projector_offsets WHERE topic = $1")
+                    .bind(&env.topics.jobs)
+                    .fetch_one(&env.db.pool)
+                    .await
+                    .unwrap();
+            if positions == 6 {
+                break;
+            }
+            assert!(
+                joined.elapsed() < std::time::Duration::from_secs(60),
+                "the base projector did not take all partitions within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Then another projector joins, and five seconds later leaves, until the table is
+        // complete: a membership change every few seconds.
         let mut changes = 0;
         loop {
             let done: i64 = sqlx::query_scalar(
@@ -342,9 +368,9 @@ async fn under_constant_rebalancing_stored_offsets_never_decrease_and_the_table_
                 return changes;
             }
             let second = env.start_projector();
-            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             second.stop().await;
-            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
             changes += 2;
             assert!(changes < 100, "the table never completed under rebalancing");
         }
