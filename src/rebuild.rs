@@ -111,8 +111,9 @@ pub async fn rebuild(
     let mut events = 0u64;
     let mut last_log = Instant::now();
     let mut batch = Batch::default();
-    // Jumps past a position are sought back before they count as gaps (`kafka::position`).
-    let mut cursors: BTreeMap<Partition, Position> = BTreeMap::new();
+    // Jumps past a position are sought back before they count as gaps (`kafka::position`);
+    // the seeks not yet confirmed by a record, per partition.
+    let mut unconfirmed: BTreeMap<Partition, u8> = BTreeMap::new();
     loop {
         // Consume until every partition reached its goal and the log has gone quiet.
         loop {
@@ -156,9 +157,9 @@ pub async fn rebuild(
                 }
             };
             let partition: Partition = (message.topic().to_owned(), message.partition());
-            let cursor = match cursors.get(&partition) {
-                Some(cursor) => *cursor,
-                None => Position::at(positions.get(&partition).copied().unwrap_or(0)),
+            let cursor = Position {
+                next: positions.get(&partition).copied().unwrap_or(0),
+                unconfirmed_seeks: unconfirmed.get(&partition).copied().unwrap_or(0),
             };
             match cursor.judge(message.offset(), is_recent(&message)) {
                 Verdict::Skip => continue,
@@ -169,12 +170,12 @@ pub async fn rebuild(
                         .seek_back(&reader, at, message.offset(), cancel)
                         .await?
                     {
-                        cursors.insert(partition, sought);
+                        unconfirmed.insert(partition, sought.unconfirmed_seeks);
                     }
                     continue;
                 }
                 Verdict::Accept => {
-                    cursors.insert(partition.clone(), Position::accepted(message.offset()));
+                    unconfirmed.remove(&partition);
                 }
             }
             positions.insert(partition.clone(), next_offset(message.offset()));
